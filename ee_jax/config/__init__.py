@@ -1,0 +1,29 @@
+"""Typed configs, YAML presets and dotted overrides."""
+
+from ee_jax.config.loader import (
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from ee_jax.config.schema import (
+    Config,
+    DataConfig,
+    DistributedConfig,
+    MeshConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RopeScalingConfig,
+    SamplerConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
+from ee_jax.config.validate import resolve_mesh_shape, validate, validate_mesh
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "DistributedConfig", "MeshConfig", "ModelConfig",
+    "OptimizerConfig", "RopeScalingConfig", "SamplerConfig", "TokenizerConfig", "TrainConfig",
+    "config_from_dict", "config_to_dict", "load_config", "resolve_mesh_shape", "save_config",
+    "validate", "validate_mesh",
+]

@@ -1,0 +1,153 @@
+"""Typed configuration: one dataclass per concern, composed into :class:`Config`.
+
+Every field has a default, so a resolved config written to disk spells out every value a run used.
+Consistency checks that span fields live in :mod:`ee_jax.config.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RopeScalingConfig:
+    """RoPE frequency scaling. ``kind='llama3'`` is Llama-3.1's piecewise rescaling."""
+
+    kind: str = "none"  # none | llama3
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position: int = 8192
+
+
+@dataclass
+class ModelConfig:
+    """Decoder shape and numerics. Llama-3, Qwen2 and Gemma3 are all points in this space."""
+
+    name: str = "custom"
+    vocab_size: int = 8192
+    d_model: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    head_dim: int = 0  # 0 -> d_model // num_heads
+    ffn_dim: int = 704
+    activation: str = "silu"  # silu (SwiGLU) | gelu_tanh (GeGLU, Gemma)
+    norm_eps: float = 1e-5
+    norm_offset: float = 0.0  # Gemma stores RMSNorm scales as w and multiplies by (1 + w)
+    qkv_bias: bool = False  # Qwen2
+    qk_norm: bool = False  # Gemma3
+    post_norms: bool = False  # Gemma3 "sandwich" norms after attention and MLP
+    embed_scale: bool = False  # Gemma multiplies embeddings by sqrt(d_model)
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScalingConfig = field(default_factory=RopeScalingConfig)
+    sliding_window: int = 0  # 0 -> no local layers
+    global_every: int = 0  # layer i is global iff (i + 1) % global_every == 0; 0 -> every layer global
+    local_rope_theta: float = 10000.0
+    query_pre_attn_scalar: float = 0.0  # 0 -> scale queries by head_dim ** -0.5
+    max_seq_len: int = 2048
+    init_std: float = 0.02
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16
+    param_dtype: str = "float32"
+    remat: str = "none"  # none | full | dots (save matmul outputs)
+    scan_layers: bool = False
+    attention_impl: str = "xla"  # xla | cudnn | splash | auto
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh. ``-1`` on one axis means "all devices left over"."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-host start-up. ``auto`` lets JAX detect Cloud TPU / SLURM settings."""
+
+    enabled: bool = False
+    auto: bool = True
+    coordinator_address: str = ""
+    num_processes: int = 1
+    process_id: int = 0
+    initialization_timeout_s: int = 300
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with warmup then decay, and global-norm clipping."""
+
+    lr: float = 3e-4
+    schedule: str = "cosine"  # cosine | linear | constant
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Loop length, batch geometry and bookkeeping cadence."""
+
+    steps: int = 200
+    batch_size: int = 16  # global sequences per optimizer step
+    seq_len: int = 128
+    grad_accum: int = 1  # micro-batches per optimizer step
+    log_every: int = 10
+    eval_every: int = 50
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    async_checkpoint: bool = True
+
+
+@dataclass
+class SamplerConfig:
+    """Decoding defaults; the sampler takes per-call overrides too."""
+
+    temperature: float = 0.0  # 0 -> greedy
+    top_k: int = 0  # 0 -> off
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    stop: list[str] = field(default_factory=list)
+    prefill_buckets: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
+    batch_buckets: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+
+
+@dataclass
+class TokenizerConfig:
+    """Where the tokenizer comes from, and how to train one for scratch models."""
+
+    kind: str = "sentencepiece"  # sentencepiece | hf
+    path: str = ""  # .model file (sentencepiece) or tokenizer.json (hf); empty -> train one
+    vocab_size: int = 1024
+    template: str = "plain"  # plain | chatml | llama3 | gemma
+
+
+@dataclass
+class DataConfig:
+    """Text corpus for ``ee-jax lm``; empty path -> the corpus shipped with the package."""
+
+    text_path: str = ""
+    valid_fraction: float = 0.05
+
+
+@dataclass
+class Config:
+    """A whole run: everything needed to reproduce it is in here."""
+
+    run_dir: str = "runs/default"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)

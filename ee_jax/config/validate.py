@@ -1,0 +1,105 @@
+"""Cross-field checks that types alone cannot express. Each error names the key and the expectation."""
+
+from __future__ import annotations
+
+from ee_jax.config.schema import Config
+
+CHOICES = {
+    "model.activation": ("silu", "gelu_tanh"),
+    "model.dtype": ("float32", "bfloat16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "model.remat": ("none", "full", "dots"),
+    "model.attention_impl": ("xla", "cudnn", "splash", "auto"),
+    "model.rope_scaling.kind": ("none", "llama3"),
+    "optimizer.schedule": ("cosine", "linear", "constant"),
+    "tokenizer.kind": ("sentencepiece", "hf"),
+    "tokenizer.template": ("plain", "chatml", "llama3", "gemma"),
+}
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _fail(key: str, value, expected: str):
+    from ee_jax.config.loader import ConfigError
+
+    raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def validate(cfg: Config, num_devices: int | None = None) -> None:
+    """Raise ConfigError on the first inconsistent value. ``num_devices`` enables the mesh check."""
+    for key, allowed in CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            _fail(key, _get(cfg, key), "one of " + ", ".join(allowed))
+    m = cfg.model
+    for key in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "ffn_dim", "max_seq_len"):
+        if getattr(m, key) <= 0:
+            _fail(f"model.{key}", getattr(m, key), "a positive integer")
+    if m.head_dim == 0 and m.d_model % m.num_heads:
+        _fail("model.num_heads", m.num_heads, f"a divisor of model.d_model={m.d_model} (or set model.head_dim)")
+    if m.num_heads % m.num_kv_heads:
+        _fail("model.num_kv_heads", m.num_kv_heads, f"a divisor of model.num_heads={m.num_heads}")
+    if m.global_every and not m.sliding_window:
+        _fail("model.global_every", m.global_every, "0 unless model.sliding_window > 0")
+    t = cfg.train
+    for key in ("steps", "batch_size", "seq_len", "grad_accum"):
+        if getattr(t, key) <= 0:
+            _fail(f"train.{key}", getattr(t, key), "a positive integer")
+    if t.batch_size % t.grad_accum:
+        _fail("train.grad_accum", t.grad_accum, f"a divisor of train.batch_size={t.batch_size}")
+    if t.seq_len > m.max_seq_len:
+        _fail("train.seq_len", t.seq_len, f"<= model.max_seq_len={m.max_seq_len}")
+    o = cfg.optimizer
+    if o.lr <= 0:
+        _fail("optimizer.lr", o.lr, "> 0")
+    if not 0 <= o.min_lr_ratio <= 1:
+        _fail("optimizer.min_lr_ratio", o.min_lr_ratio, "in [0, 1]")
+    s = cfg.sampler
+    if s.temperature < 0:
+        _fail("sampler.temperature", s.temperature, ">= 0 (0 = greedy)")
+    if not 0 < s.top_p <= 1:
+        _fail("sampler.top_p", s.top_p, "in (0, 1]")
+    if num_devices is not None:
+        validate_mesh(cfg, num_devices)
+
+
+def resolve_mesh_shape(cfg: Config, num_devices: int) -> tuple[int, int, int]:
+    """Mesh (data, fsdp, tensor) with a single -1 filled in; checks the product equals the devices."""
+    shape = [cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor]
+    names = ("mesh.data", "mesh.fsdp", "mesh.tensor")
+    free = [i for i, v in enumerate(shape) if v == -1]
+    if len(free) > 1:
+        _fail(names[free[1]], -1, "at most one mesh axis set to -1")
+    for i, v in enumerate(shape):
+        if v == 0 or v < -1:
+            _fail(names[i], v, "a positive integer or -1")
+    fixed = 1
+    for v in shape:
+        fixed *= v if v > 0 else 1
+    if free:
+        if num_devices % fixed:
+            _fail(names[free[0]], -1, f"the other axes ({fixed}) to divide the device count {num_devices}")
+        shape[free[0]] = num_devices // fixed
+    if shape[0] * shape[1] * shape[2] != num_devices:
+        from ee_jax.config.loader import ConfigError
+
+        raise ConfigError(
+            f"mesh.data*mesh.fsdp*mesh.tensor = {shape[0]}*{shape[1]}*{shape[2]} = "
+            f"{shape[0] * shape[1] * shape[2]}: expected the device count {num_devices}"
+        )
+    return tuple(shape)
+
+
+def validate_mesh(cfg: Config, num_devices: int) -> None:
+    """Check the mesh against the devices and the model/batch shapes it must divide."""
+    data, fsdp, tensor = resolve_mesh_shape(cfg, num_devices)
+    m = cfg.model
+    if m.num_kv_heads % tensor and m.num_heads % tensor:
+        _fail("mesh.tensor", tensor, f"a divisor of model.num_heads={m.num_heads}")
+    micro = cfg.train.batch_size // cfg.train.grad_accum
+    if micro % (data * fsdp):
+        _fail("train.batch_size", cfg.train.batch_size,
+              f"micro-batch (batch_size/grad_accum = {micro}) divisible by mesh.data*mesh.fsdp = {data * fsdp}")

@@ -1,0 +1,48 @@
+"""ee_jax: training LLM agents with Early Experience, in JAX."""
+
+from setuptools import find_packages, setup
+
+# Versions measured to work together (see ../shared/notes/stack.md); pinned so a fresh
+# machine resolves the same stack CI ran.
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "grain==0.2.18",
+    "array-record==0.8.6",
+    "sentencepiece==0.2.3",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "numpy==2.4.6",
+    "omegaconf==2.4.0",
+    "pyyaml==6.0.3",
+    "tqdm==4.70.1",
+    "tensorboardx==2.6.5",
+    "matplotlib==3.11.2",
+]
+
+EXTRAS = {
+    "dev": ["pytest==9.2.0", "ruff==0.17.5"],
+    # Reference implementations for parity tests and benchmarks (CPU build of torch).
+    "hf": ["torch==2.13.0", "transformers==5.23.0", "accelerate==1.15.0"],
+    # Third-party text environments land with the Environments issue.
+    "envs": [],
+    "tpu": ["jax[tpu]==0.10.2"],
+    "gpu": ["jax[cuda12]==0.10.2"],
+}
+
+setup(
+    name="ee_jax",
+    version="0.1.0",
+    description="Early Experience for LLM agents: collection, world modeling, reflection and RL in JAX",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ee_jax", "ee_jax.*"]),
+    package_data={"ee_jax": ["data/*.txt", "configs/**/*.yaml"]},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["ee-jax=ee_jax.cli.main:main"]},
+)
