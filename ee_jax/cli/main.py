@@ -1,0 +1,127 @@
+"""``ee-jax``: the command-line entry point.
+
+Every command that reports results accepts ``--json`` and then prints one JSON object as the last
+line of stdout. Config arguments are ``[CONFIG.yaml] [key=value ...]`` (dotted overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ee_jax.config import ConfigError
+
+
+def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
+    path = None
+    overrides = []
+    for it in items:
+        if "=" in it:
+            overrides.append(it)
+        elif path is None:
+            path = it
+        else:
+            raise ConfigError(f"unexpected argument {it!r}: give one CONFIG file, then key=value overrides")
+    return path, overrides
+
+
+def _emit(args, human: str, payload: dict) -> None:
+    if human:
+        print(human)
+    if args.json:
+        print(json.dumps(payload, default=str))
+
+
+def cmd_info(args) -> None:
+    import jax
+
+    from ee_jax.config import load_config, resolve_mesh_shape
+    from ee_jax.runinfo import versions
+
+    path, overrides = _split_config_args(args.config)
+    cfg = load_config(path, overrides)
+    devices = jax.devices()
+    payload = {
+        "backend": jax.default_backend(),
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "local_devices": jax.local_device_count(),
+        "devices": [f"{d.platform}:{d.id} {d.device_kind}" for d in devices],
+        "mesh": dict(zip(("data", "fsdp", "tensor"), resolve_mesh_shape(cfg, len(devices)))),
+        "versions": versions(),
+    }
+    lines = [f"backend   {payload['backend']}  ({payload['process_count']} process(es))",
+             f"devices   {len(devices)}: " + ", ".join(payload["devices"][:8]) + (" ..." if len(devices) > 8 else ""),
+             f"mesh      {payload['mesh']}",
+             "versions  " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items())]
+    _emit(args, "\n".join(lines), payload)
+
+
+def cmd_lm_train(args) -> None:
+    from ee_jax.config import load_config
+    from ee_jax.pipeline.lm import run_lm
+
+    path, overrides = _split_config_args(args.config)
+    cfg = load_config(path or "lm/tiny", overrides)
+    summary = run_lm(cfg, progress=not args.no_progress)
+    lines = [f"run dir      {summary['run_dir']}" + (f" (resumed from step {summary['resumed_from']})"
+                                                    if summary["resumed_from"] is not None else ""),
+             f"loss         {summary['first_logged_loss']:.4f} (first log) -> {summary['final_loss']:.4f} (final)",
+             f"valid loss   {summary['valid_loss']}"]
+    lines += [f"sample       {s['prompt']!r} -> {s['text']!r}" for s in summary["samples"]]
+    _emit(args, "\n".join(lines), summary)
+
+
+def cmd_lm_sample(args) -> None:
+    from ee_jax.pipeline.lm import sample_lm
+
+    out = sample_lm(args.run_dir, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    _emit(args, "\n".join(f"{o['prompt']!r} -> {o['text']!r}" for o in out), {"samples": out})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ee-jax", description="Early Experience for LLM agents, in JAX.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="devices, mesh and versions")
+    info.add_argument("config", nargs="*", help="[CONFIG.yaml] [key=value ...]")
+    info.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    info.set_defaults(func=cmd_info)
+
+    lm = sub.add_parser("lm", help="train a tokenizer + small LM on text, sample, resume")
+    lm_sub = lm.add_subparsers(dest="lm_command", required=True)
+    tr = lm_sub.add_parser("train", help="train (or resume) an LM; default config: configs/lm/tiny.yaml")
+    tr.add_argument("config", nargs="*", help="[CONFIG.yaml] [key=value ...], e.g. train.steps=500")
+    tr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_lm_train)
+    sa = lm_sub.add_parser("sample", help="generate from a trained run")
+    sa.add_argument("run_dir")
+    sa.add_argument("--prompt", action="append", required=True, help="repeat for a batch of prompts")
+    sa.add_argument("--max-new-tokens", type=int, default=None)
+    sa.add_argument("--temperature", type=float, default=None)
+    sa.add_argument("--top-k", type=int, default=None)
+    sa.add_argument("--top-p", type=float, default=None)
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    sa.set_defaults(func=cmd_lm_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ee_jax import runtime
+
+    runtime.configure()
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"ee-jax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Batched sampling with a KV cache: bucketed prefill, then decode in jitted chunks.
+
+Shapes are bucketed (batch, prompt length, cache length) so a handful of compilations serve every
+request. Decoding runs ``chunk`` tokens per device call; between calls the host checks EOS and stop
+strings, so generation ends early without recompiling. Returned log-probabilities are those of the
+sampled token under the distribution it was drawn from (``softmax(logits / T)``, or ``T = 1`` for
+greedy), before top-k/top-p truncation: what an RL loss needs as "old log-probs".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from ee_jax.config import ModelConfig, SamplerConfig
+from ee_jax.models.factory import apply_model
+from ee_jax.models.transformer import init_cache
+from ee_jax.parallel.rules import logical_to_spec, use_mesh
+
+
+@dataclasses.dataclass
+class Sample:
+    """One generated continuation."""
+
+    ids: list[int]
+    logprobs: list[float]
+    text: str | None
+    finish_reason: str  # eos | stop | length
+
+
+def _bucket(n: int, buckets: Sequence[int], multiple: int = 1) -> int:
+    for b in sorted(buckets):
+        if b >= n and b % multiple == 0:
+            return b
+    return -(-n // multiple) * multiple
+
+
+def _filter_logits(logits, top_k: int, top_p):
+    if top_k > 0:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # Keep the smallest prefix whose mass reaches top_p (the first token is always kept).
+    cum_before = jnp.cumsum(probs, axis=-1) - probs
+    cutoff = jnp.min(jnp.where(cum_before < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits < cutoff, -jnp.inf, logits)
+
+
+def _choose(logits, key, temperature, top_k: int, top_p, greedy: bool):
+    if greedy:
+        tok = jnp.argmax(logits, axis=-1)
+        lp = jax.nn.log_softmax(logits, axis=-1)
+    else:
+        scaled = logits / temperature
+        lp = jax.nn.log_softmax(scaled, axis=-1)
+        tok = jax.random.categorical(key, _filter_logits(scaled, top_k, top_p), axis=-1)
+    return tok.astype(jnp.int32), jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
+
+
+class Sampler:
+    """Generate from, and score continuations under, a decoder's parameters.
+
+    ``tokenizer`` (optional) decodes text and resolves stop strings; without it, pass ids.
+    """
+
+    def __init__(self, graphdef, params, model_cfg: ModelConfig, mesh, tokenizer=None,
+                 cfg: SamplerConfig | None = None, chunk: int = 16):
+        self.graphdef, self.params, self.model_cfg = graphdef, params, model_cfg
+        self.mesh, self.tokenizer, self.cfg, self.chunk = mesh, tokenizer, cfg or SamplerConfig(), chunk
+        self.data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+        self._row_sharding = NamedSharding(mesh, logical_to_spec(("batch", "length")))
+        self._prefill = jax.jit(self._prefill_fn, donate_argnums=(3,))
+        self._decode = jax.jit(self._decode_fn, static_argnames=("steps", "top_k", "greedy"), donate_argnums=(1,))
+        self._score = jax.jit(self._score_fn)
+
+    # ---- device functions -------------------------------------------------------------------
+    def _prefill_fn(self, params, tokens, lengths, cache):
+        b, t = tokens.shape
+        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        logits, cache = apply_model(self.graphdef, params, tokens, positions, None, cache)
+        last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+        return last, cache
+
+    def _decode_fn(self, params, carry, stop_ids, key, temperature, top_p, *, steps, top_k, greedy):
+        def body(i, carry):
+            cache, logits, pos, done, out, lps = carry
+            k = jax.random.fold_in(key, pos[0] * 0 + i)
+            keys = jax.vmap(lambda r: jax.random.fold_in(k, r))(jnp.arange(logits.shape[0]))
+            tok, lp = jax.vmap(lambda lg, kk: _choose(lg[None], kk, temperature, top_k, top_p, greedy))(logits, keys)
+            tok, lp = tok[:, 0], lp[:, 0]
+            tok = jnp.where(done, 0, tok)
+            lp = jnp.where(done, 0.0, lp)
+            out = out.at[:, i].set(tok)
+            lps = lps.at[:, i].set(lp)
+            done = done | jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
+            new_logits, cache = apply_model(self.graphdef, params, tok[:, None], pos[:, None], None, cache)
+            return cache, new_logits[:, 0], pos + 1, done, out, lps
+
+        cache, logits, pos, done = carry
+        b = logits.shape[0]
+        out = jnp.zeros((b, steps), jnp.int32)
+        lps = jnp.zeros((b, steps), jnp.float32)
+        cache, logits, pos, done, out, lps = jax.lax.fori_loop(0, steps, body, (cache, logits, pos, done, out, lps))
+        return (cache, logits, pos, done), out, lps
+
+    def _score_fn(self, params, tokens, weights):
+        logits, _ = apply_model(self.graphdef, params, tokens[:, :-1])
+        lp = jax.nn.log_softmax(logits, axis=-1)
+        tok_lp = jnp.take_along_axis(lp, tokens[:, 1:, None], axis=-1)[..., 0]
+        return jnp.sum(tok_lp * weights[:, 1:], axis=-1)
+
+    # ---- host API ---------------------------------------------------------------------------
+    def _encode(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("string prompts need a tokenizer; pass token ids instead")
+            ids = self.tokenizer.encode(prompt)
+            bos = getattr(self.tokenizer, "bos_id", -1)
+            return ([bos] if bos is not None and bos >= 0 else []) + ids
+        return list(prompt)
+
+    def _stop_ids(self, extra: Sequence[int]) -> np.ndarray:
+        ids = set(extra)
+        eos = getattr(self.tokenizer, "eos_id", -1) if self.tokenizer is not None else -1
+        if eos is not None and eos >= 0:
+            ids.add(eos)
+        return np.asarray(sorted(ids) or [-1], np.int32)
+
+    def generate(self, prompts: Sequence[str | Sequence[int]], *, max_new_tokens: int | None = None,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 stop: Sequence[str] | None = None, stop_ids: Sequence[int] = (), seed: int = 0) -> list[Sample]:
+        """Continue each prompt. Settings default to the :class:`SamplerConfig` given at construction."""
+        c = self.cfg
+        max_new = c.max_new_tokens if max_new_tokens is None else max_new_tokens
+        temperature = c.temperature if temperature is None else temperature
+        top_k = c.top_k if top_k is None else top_k
+        top_p = c.top_p if top_p is None else top_p
+        stop = list(c.stop if stop is None else stop)
+        encoded = [self._encode(p) for p in prompts]
+        if any(len(e) == 0 for e in encoded):
+            raise ValueError("every prompt needs at least one token")
+        n = len(encoded)
+        b = _bucket(n, c.batch_buckets, self.data_parallel)
+        t = _bucket(max(len(e) for e in encoded), c.prefill_buckets)
+        steps = -(-max_new // self.chunk) * self.chunk
+        if t + steps > self.model_cfg.max_seq_len:
+            raise ValueError(f"prompt bucket {t} + {steps} new tokens exceeds model.max_seq_len="
+                             f"{self.model_cfg.max_seq_len}")
+        tokens = np.zeros((b, t), np.int32)
+        lengths = np.ones((b,), np.int32)
+        for i, e in enumerate(encoded):
+            tokens[i, : len(e)] = e
+            lengths[i] = len(e)
+        stop_arr = self._stop_ids(stop_ids)
+        key = jax.random.key(seed)
+        with use_mesh(self.mesh):
+            cache = init_cache(self.model_cfg, b, t + steps)
+            tok_dev = jax.device_put(tokens, self._row_sharding)
+            logits, cache = self._prefill(self.params, tok_dev, jnp.asarray(lengths), cache)
+            done = jnp.asarray(np.arange(b) >= n)
+            carry = (cache, logits, jnp.asarray(lengths), done)
+            outs, lps = [], []
+            for start in range(0, steps, self.chunk):
+                carry, out, lp = self._decode(
+                    self.params, carry, jnp.asarray(stop_arr), jax.random.fold_in(key, start),
+                    jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
+                    steps=self.chunk, top_k=int(top_k), greedy=temperature == 0,
+                )
+                outs.append(np.asarray(out))
+                lps.append(np.asarray(lp))
+                if start + self.chunk >= max_new or bool(np.all(np.asarray(carry[3]))):
+                    break
+                if stop and self._all_stopped(np.concatenate(outs, 1)[:n], stop):
+                    break
+        out = np.concatenate(outs, 1)[:n, :max_new]
+        lp = np.concatenate(lps, 1)[:n, :max_new]
+        return [self._finish(out[i], lp[i], stop_arr, stop) for i in range(n)]
+
+    def _all_stopped(self, out: np.ndarray, stop: list[str]) -> bool:
+        return all(any(s in self.tokenizer.decode(row.tolist()) for s in stop) for row in out)
+
+    def _finish(self, ids: np.ndarray, lps: np.ndarray, stop_arr: np.ndarray, stop: list[str]) -> Sample:
+        ids_l, reason = ids.tolist(), "length"
+        for j, tok in enumerate(ids_l):
+            if tok in stop_arr:
+                ids_l, reason = ids_l[: j + 1], "eos"
+                break
+        text = self.tokenizer.decode([i for i in ids_l if i not in stop_arr]) if self.tokenizer else None
+        if stop and text is not None:
+            hits = [text.find(s) for s in stop if s in text]
+            if hits:
+                cut = min(hits)
+                # Keep the shortest token prefix whose text reaches the stop string.
+                for j in range(1, len(ids_l) + 1):
+                    if len(self.tokenizer.decode(ids_l[:j])) >= cut + 1 or j == len(ids_l):
+                        ids_l = ids_l[:j]
+                        break
+                text, reason = text[:cut], "stop"
+        return Sample(ids=ids_l, logprobs=lps[: len(ids_l)].tolist(), text=text, finish_reason=reason)
+
+    def score(self, prompt: str | Sequence[int], candidates: Sequence[str | Sequence[int]]) -> np.ndarray:
+        """Log-likelihood of each candidate continuation given ``prompt`` (sum over its tokens)."""
+        p = self._encode(prompt)
+        cands = [list(self.tokenizer.encode(c)) if isinstance(c, str) else list(c) for c in candidates]
+        n = len(cands)
+        b = _bucket(n, self.cfg.batch_buckets, self.data_parallel)
+        t = _bucket(len(p) + max(len(c) for c in cands), self.cfg.prefill_buckets)
+        tokens = np.zeros((b, t + 1), np.int32)
+        weights = np.zeros((b, t + 1), np.float32)
+        for i, c in enumerate(cands):
+            seq = p + c
+            tokens[i, : len(seq)] = seq
+            weights[i, len(p): len(seq)] = 1.0
+        with use_mesh(self.mesh):
+            ll = self._score(self.params, jax.device_put(tokens, self._row_sharding),
+                             jax.device_put(weights, self._row_sharding))
+        return np.asarray(ll)[:n]

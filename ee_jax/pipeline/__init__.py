@@ -1,0 +1,1 @@
+"""Experiment pipelines: the jobs behind the ee-jax commands."""
