@@ -16,3 +16,15 @@ def configure() -> None:
     # grain 0.2.18's multiprocessing workers read absl flags that nobody parsed (google/grain#1355).
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+
+
+# XLA:CPU defaults (filled in from measurements, see BENCHMARKS.md "Train step (CPU)").
+XLA_CPU_DEFAULTS: dict[str, str] = {}
+
+
+def configure_xla() -> None:
+    """Add the default XLA:CPU flags to ``XLA_FLAGS`` unless the user already set that flag."""
+    current = os.environ.get("XLA_FLAGS", "")
+    extra = [f"{k}={v}" for k, v in XLA_CPU_DEFAULTS.items() if k not in current]
+    if extra:
+        os.environ["XLA_FLAGS"] = " ".join([current, *extra]).strip()

@@ -13,3 +13,22 @@ from absl import flags  # noqa: E402
 
 # grain 0.2.18 reads absl flags in mp_prefetch workers (google/grain#1355).
 flags.FLAGS.mark_as_parsed()
+
+import pytest  # noqa: E402
+
+TINY = [
+    "model.preset=ee-1m", "model.vocab_size=128", "model.d_model=32", "model.num_heads=4",
+    "model.num_kv_heads=2", "model.ffn_dim=64", "model.num_layers=2", "model.max_seq_len=128",
+    "train.batch_size=8", "train.seq_len=16",
+]
+
+
+@pytest.fixture
+def tiny_config():
+    """Factory: a validated tiny Config (2 layers, d=32) with extra dotted overrides."""
+    from ee_jax.config import load_config
+
+    def make(*overrides: str):
+        return load_config(None, TINY + list(overrides))
+
+    return make

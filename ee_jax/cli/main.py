@@ -114,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     from ee_jax import runtime
 
     runtime.configure()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may follow flags (`--json train.steps=5`); argparse stops a `*` positional at a flag.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "config") or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.config = list(args.config) + extra
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, ValueError) as e:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass
+# Model configs are stored on NNX modules, so they must hash (a GraphDef is a static jit argument).
+@dataclass(unsafe_hash=True)
 class RopeScalingConfig:
     """RoPE frequency scaling. ``kind='llama3'`` is Llama-3.1's piecewise rescaling."""
 
@@ -20,7 +21,7 @@ class RopeScalingConfig:
     original_max_position: int = 8192
 
 
-@dataclass
+@dataclass(unsafe_hash=True)
 class ModelConfig:
     """Decoder shape and numerics. Llama-3, Qwen2 and Gemma3 are all points in this space."""
 
@@ -104,6 +105,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     async_checkpoint: bool = True
+    stop_after_steps: int = 0  # end this invocation early (time-boxed jobs); the schedule still spans `steps`
 
 
 @dataclass

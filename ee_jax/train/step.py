@@ -56,7 +56,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, shardings: Train
             (grads, total, count, correct), _ = jax.lax.scan(body, init, micro)
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {

@@ -77,7 +77,8 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
     last_time, last_step, tokens_since = time.perf_counter(), start, 0.0
     first_step_time = None
     try:
-        for step in range(start, t.steps):
+        end = min(t.steps, t.stop_after_steps) if t.stop_after_steps else t.steps
+        for step in range(start, end):
             batch = global_batch(to_batch(next(batches)), mesh)
             t0 = time.perf_counter()
             state, metrics = step_fn(state, batch)
@@ -89,7 +90,7 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
                 tokens_since += t.batch_size * t.seq_len
             done = step + 1
             bar.update(1)
-            if done % t.log_every == 0 or done == t.steps:
+            if done % t.log_every == 0 or done == end:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not math.isfinite(m["loss"]):
                     raise FloatingPointError(f"{stage}: loss is {m['loss']} at step {done}; last checkpoint "
@@ -102,11 +103,11 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
                 writer.write(done, m, prefix="train/")
                 history.append({"step": done, **m})
                 bar.set_postfix(loss=f"{m['loss']:.3f}")
-            if eval_fn is not None and (done % t.eval_every == 0 or done == t.steps):
+            if eval_fn is not None and (done % t.eval_every == 0 or done == end):
                 ev = evaluate(eval_fn, state.params, valid_batches(), to_batch, mesh)
                 writer.write(done, ev, prefix="valid/")
                 history.append({"step": done, **{"valid_" + k: v for k, v in ev.items()}})
-            if done % t.checkpoint_every == 0 or done == t.steps:
+            if done % t.checkpoint_every == 0 or done == end:
                 ckpt.save(done, state.as_dict(), metadata={**meta, "step": done}, data_iterator=batches)
     finally:
         bar.close()

@@ -1,0 +1,100 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from ee_jax.config import ConfigError, config_to_dict, load_config, resolve_mesh_shape, save_config, validate_mesh
+from ee_jax.models import PRESETS
+
+
+def test_defaults_overrides_and_types():
+    cfg = load_config(None, ["model.num_layers=3", "optimizer.lr=1e-3", "sampler.stop=['</s>', 'END']"])
+    assert cfg.model.num_layers == 3 and cfg.optimizer.lr == 1e-3
+    assert cfg.sampler.stop == ["</s>", "END"]
+    assert cfg.train.steps == 200  # default kept
+
+
+def test_yaml_file_with_defaults_chain(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  num_layers: 5\ntrain:\n  steps: 7\n")
+    (tmp_path / "exp.yaml").write_text("defaults: [base.yaml]\ntrain:\n  steps: 9\n")
+    cfg = load_config(tmp_path / "exp.yaml", ["seed=3"])
+    assert (cfg.model.num_layers, cfg.train.steps, cfg.seed) == (5, 9, 3)
+
+
+def test_packaged_preset_file_loads():
+    cfg = load_config("lm/tiny")
+    assert cfg.model.name == "ee-1m" and cfg.tokenizer.vocab_size == 512
+
+
+def test_model_preset_then_overrides():
+    cfg = load_config(None, ["model.preset=gemma3-270m", "model.num_layers=4"])
+    assert cfg.model.name == "gemma3-270m" and cfg.model.num_layers == 4
+    assert cfg.model.sliding_window == 512 and cfg.model.norm_offset == 1.0
+    cfg2 = load_config(None, ["model=llama-3.1-8b"])
+    assert cfg2.model.rope_scaling.kind == "llama3" and cfg2.model.rope_scaling.factor == 8.0
+    assert set(PRESETS) >= {"ee-1m", "ee-8b", "smollm2-135m", "gemma3-270m", "llama-3.2-3b", "qwen2.5-7b"}
+
+
+@pytest.mark.parametrize(
+    "override, must_mention",
+    [
+        ("model.bogus=1", "model.bogus"),
+        ("bogus_section.x=1", "bogus_section"),
+        ("model.num_layers=abc", "model.num_layers"),
+        ("model.num_heads=5", "model.num_heads=5"),
+        ("model.num_kv_heads=3", "model.num_kv_heads=3"),
+        ("model.activation=relu", "silu, gelu_tanh"),
+        ("train.grad_accum=3", "train.grad_accum=3"),
+        ("optimizer.schedule=step", "optimizer.schedule"),
+        ("model.preset=ee-9000", "ee-9000"),
+        ("train.seq_len=99999", "model.max_seq_len"),
+        ("sampler.top_p=0", "sampler.top_p"),
+        ("model.num_layers", "KEY=VALUE"),
+    ],
+)
+def test_bad_values_name_the_key(override, must_mention):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert must_mention in str(e.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_mesh_resolution_and_errors():
+    cfg = load_config(None, ["mesh.fsdp=2", "mesh.tensor=2", "model.num_heads=4", "model.num_kv_heads=2"])
+    assert resolve_mesh_shape(cfg, 8) == (2, 2, 2)
+    bad = load_config(None, ["mesh.data=3", "mesh.fsdp=1"])
+    with pytest.raises(ConfigError, match="expected the device count 8"):
+        validate_mesh(bad, 8)
+    two_free = load_config(None, ["mesh.data=-1", "mesh.fsdp=-1"])
+    with pytest.raises(ConfigError, match="at most one mesh axis"):
+        resolve_mesh_shape(two_free, 8)
+    odd_heads = load_config(None, ["mesh.data=1", "mesh.tensor=8", "model.num_heads=4", "model.num_kv_heads=2"])
+    with pytest.raises(ConfigError, match="mesh.tensor"):
+        validate_mesh(odd_heads, 8)
+    small_batch = load_config(None, ["mesh.data=8", "train.batch_size=4"])
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        validate_mesh(small_batch, 8)
+
+
+def test_resolved_config_round_trip(tmp_path):
+    cfg = load_config(None, ["model.preset=smollm2-135m", "seed=11"])
+    save_config(cfg, tmp_path / "run" / "config.yaml", extra={"seed": 11})
+    data = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert data["_run"] == {"seed": 11}
+    # every default is spelled out
+    assert data["model"]["rope_scaling"]["kind"] == "none" and "remat" in data["model"]
+    data.pop("_run")
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(data))
+    again = load_config(tmp_path / "again.yaml")
+    assert dataclasses.asdict(again) == dataclasses.asdict(cfg)
+    assert config_to_dict(again) == config_to_dict(cfg)
