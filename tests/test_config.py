@@ -3,7 +3,14 @@ import dataclasses
 import pytest
 import yaml
 
-from ee_jax.config import ConfigError, config_to_dict, load_config, resolve_mesh_shape, save_config, validate_mesh
+from ee_jax.config import (
+    ConfigError,
+    config_to_dict,
+    load_config,
+    resolve_mesh_shape,
+    save_config,
+    validate_mesh,
+)
 from ee_jax.models import PRESETS
 
 

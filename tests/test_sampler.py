@@ -112,7 +112,8 @@ def test_sharded_sampler_on_8_devices_matches(model, tiny_config):
     gdef, params, mesh = model
     ref = [o.ids for o in Sampler(gdef, params, CFG, mesh).generate([[5, 6], [7]], max_new_tokens=8, temperature=0)]
     mesh8 = make_mesh(tiny_config("mesh.data=4", "mesh.tensor=2"))
-    p8 = jax.device_put(params, jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh8, jax.sharding.PartitionSpec()), params))
+    replicated = jax.sharding.NamedSharding(mesh8, jax.sharding.PartitionSpec())
+    p8 = jax.device_put(params, jax.tree.map(lambda _: replicated, params))
     s8 = Sampler(gdef, p8, CFG, mesh8, cfg=SamplerConfig(batch_buckets=[4, 8]))
     assert [o.ids for o in s8.generate([[5, 6], [7]], max_new_tokens=8, temperature=0)] == ref
 

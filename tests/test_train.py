@@ -5,7 +5,13 @@ import optax
 import pytest
 
 from ee_jax.config import OptimizerConfig
-from ee_jax.train import learning_rate_schedule, make_batch, make_optimizer, mean_token_loss, weighted_token_loss
+from ee_jax.train import (
+    learning_rate_schedule,
+    make_batch,
+    make_optimizer,
+    mean_token_loss,
+    weighted_token_loss,
+)
 from ee_jax.train.metrics import MetricsWriter, read_metrics
 
 
