@@ -1,1 +1,49 @@
+"""ee_jax: training LLM agents with Early Experience, in JAX.
 
+The curated public API. Names resolve lazily, so ``import ee_jax`` is cheap and entry points can
+configure the process before JAX initialises.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_API = {
+    # configuration
+    "Config": "ee_jax.config", "ModelConfig": "ee_jax.config", "ConfigError": "ee_jax.config",
+    "load_config": "ee_jax.config", "save_config": "ee_jax.config",
+    # parallelism
+    "make_mesh": "ee_jax.parallel", "use_mesh": "ee_jax.parallel", "LOGICAL_AXIS_RULES": "ee_jax.parallel",
+    "initialize_distributed": "ee_jax.parallel",
+    # models
+    "Decoder": "ee_jax.models", "PRESETS": "ee_jax.models", "preset_config": "ee_jax.models",
+    "init_params": "ee_jax.models", "abstract_model": "ee_jax.models", "apply_model": "ee_jax.models",
+    "param_count": "ee_jax.models", "train_flops_per_token": "ee_jax.models",
+    "Sampler": "ee_jax.models.sampler",
+    # tokenizers
+    "load_tokenizer": "ee_jax.tokenizer", "train_sentencepiece": "ee_jax.tokenizer",
+    "get_template": "ee_jax.tokenizer", "render_example": "ee_jax.tokenizer", "render_prompt": "ee_jax.tokenizer",
+    # training
+    "TrainState": "ee_jax.train", "create_train_state": "ee_jax.train", "make_optimizer": "ee_jax.train",
+    "make_train_step": "ee_jax.train", "make_batch": "ee_jax.train", "fit": "ee_jax.train",
+    "weighted_token_loss": "ee_jax.train",
+    # checkpoints
+    "Checkpointer": "ee_jax.checkpoint", "export_safetensors": "ee_jax.checkpoint",
+    "import_safetensors": "ee_jax.checkpoint",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ee_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
