@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ee_jax.config import ModelConfig
-from ee_jax.models.layers import RMSNorm, apply_rope, dtype_of, make_param
+from ee_jax.models.layers import RMSNorm, apply_rope, dense, dtype_of, make_param
 from ee_jax.parallel.rules import constrain
 
 
@@ -23,7 +26,7 @@ def attention_mask(q_pos, q_seg, k_pos, k_seg, window) -> jax.Array:
     return mask[:, None, :, :]
 
 
-def dot_product_attention(q, k, v, mask, scale: float, impl: str) -> jax.Array:
+def dot_product_attention(q, k, v, mask, scale: float, impl: str, segment_ids=None, window=0) -> jax.Array:
     """q [B,T,N,H], k/v [B,S,K,H] with K | N; returns [B,T,N,H].
 
     ``xla``: explicit grouped einsums with an fp32 softmax (measured faster on CPU than the generic
@@ -36,15 +39,136 @@ def dot_product_attention(q, k, v, mask, scale: float, impl: str) -> jax.Array:
     if impl == "splash":
         from ee_jax.models.splash import splash_attention
 
-        return splash_attention(q, k, v, mask, scale)
+        # Splash builds its mask from structure (segments, window), not from the dense mask.
+        return splash_attention(q, k, v, segment_ids, window, scale)
     b, t, n, h = q.shape
-    kh = k.shape[2]
-    qg = q.reshape(b, t, kh, n // kh, h)
-    logits = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
-    logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
-    return out.reshape(b, t, n, h)
+    kh, g = k.shape[2], n // k.shape[2]
+    # Head-major layout [B, K, G, T, H] (K kv heads, G query heads per kv head): the score and value
+    # products become plain batched matmuls.
+    q5 = q.reshape(b, t, kh, g, h).transpose(0, 2, 3, 1, 4)
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    s = k.shape[1]
+    chunks = CAUSAL_CHUNKS if t == s and t % CAUSAL_CHUNKS == 0 and t >= 16 * CAUSAL_CHUNKS else 1
+    out = _attention(q5, kt, vt, mask, scale, chunks)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+# Self-attention splits the queries into this many blocks; block i attends to keys [0, end of block i)
+# only, skipping the (causally masked) upper-right key blocks: 37.5% fewer score/value FLOPs at 4
+# blocks, ~4% of the ee-17m CPU train step (BENCHMARKS.md). Exact: a runtime check on the mask
+# falls back to full attention when a skipped block holds a visible key (e.g. positions that
+# decrease along the sequence).
+CAUSAL_CHUNKS = 4
+
+
+def _block_fwd(q5, kt, vt, mask, scale):
+    """One query block: q5 [B,K,G,Tq,H], kt/vt [B,K,E,H], mask [B,1,Tq,E] -> (out, fp32 probs).
+
+    The G query heads sharing a kv head are stacked along the query axis ([B, K, G*Tq, H]), so
+    both products are 4-D batched matmuls (measured faster on XLA:CPU than 5-D einsums).
+    """
+    b, kh, g, tq, h = q5.shape
+    e = kt.shape[2]
+    qm = q5.reshape(b, kh, g * tq, h)
+    m = jnp.broadcast_to(mask[:, :, None], (b, 1, g, tq, e)).reshape(b, 1, g * tq, e)
+    logits = jnp.einsum("bkth,bksh->bkts", qm, kt, preferred_element_type=jnp.float32) * scale
+    logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
+    probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+    probs = probs / jnp.sum(probs, axis=-1, keepdims=True)
+    # fp32 accumulation: for bf16 inputs also XLA:CPU's fast dot path (see layers.dense).
+    out = jnp.einsum("bkts,bksh->bkth", probs.astype(vt.dtype), vt, preferred_element_type=jnp.float32)
+    return out.astype(vt.dtype).reshape(b, kh, g, tq, h), probs.reshape(b, kh, g, tq, e)
+
+
+def _block_bwd(q5, kt, vt, probs, out, d_out, scale):
+    """Gradients of one query block (shapes as in :func:`_block_fwd`, probs [B,K,G,Tq,E])."""
+    b, kh, g, tq, h = q5.shape
+    e = kt.shape[2]
+    f32 = jnp.float32
+    qm, om, dom = (a.reshape(b, kh, g * tq, h) for a in (q5, out, d_out))
+    pm = probs.reshape(b, kh, g * tq, e)
+    d_v = jnp.einsum("bkts,bkth->bksh", pm.astype(vt.dtype), dom, preferred_element_type=f32)
+    d_probs = jnp.einsum("bkth,bksh->bkts", dom, vt, preferred_element_type=f32)
+    delta = jnp.sum(dom.astype(f32) * om.astype(f32), axis=-1, keepdims=True)
+    d_logits = (pm * (d_probs - delta) * scale).astype(q5.dtype)
+    d_q = jnp.einsum("bkts,bksh->bkth", d_logits, kt, preferred_element_type=f32)
+    d_k = jnp.einsum("bkts,bkth->bksh", d_logits, qm, preferred_element_type=f32)
+    return d_q.astype(q5.dtype).reshape(q5.shape), d_k.astype(kt.dtype), d_v.astype(vt.dtype)
+
+
+def _row_blocks(t: int, chunks: int) -> list[tuple[int, int]]:
+    c = t // chunks
+    return [(i * c, (i + 1) * c) for i in range(chunks)]
+
+
+def _skippable(mask, chunks: int) -> jax.Array:
+    """True when no query sees a key in the key blocks that the chunked path skips."""
+    t, s = mask.shape[-2:]
+    skipped = np.zeros((t, s), bool)
+    for lo, hi in _row_blocks(t, chunks):
+        skipped[lo:hi, hi:] = True
+    return ~jnp.any(mask & skipped)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _attention(q5, kt, vt, mask, scale, chunks):
+    """Softmax attention: q5 [B,K,G,T,H], kt/vt [B,K,S,H], mask [B,1,T,S] -> [B,K,G,T,H] (fp32 softmax).
+
+    A custom VJP with the textbook backward (``dS = P * (dP - rowsum(dO * O))``) instead of autodiff
+    through the softmax (faster on XLA:CPU), and causal block skipping when ``chunks > 1``.
+    """
+    return _attention_fwd(q5, kt, vt, mask, scale, chunks)[0]
+
+
+def _attention_fwd(q5, kt, vt, mask, scale, chunks):
+    def full(q5, kt, vt, mask):
+        return _block_fwd(q5, kt, vt, mask, scale)
+
+    if chunks == 1:
+        out, probs = full(q5, kt, vt, mask)
+        return out, (q5, kt, vt, mask, probs, out, None)
+
+    s = kt.shape[2]
+
+    def chunked(q5, kt, vt, mask):
+        outs, probs = [], []
+        for lo, hi in _row_blocks(q5.shape[3], chunks):
+            o, p = _block_fwd(q5[:, :, :, lo:hi], kt[:, :, :hi], vt[:, :, :hi], mask[:, :, lo:hi, :hi], scale)
+            outs.append(o)
+            probs.append(jnp.pad(p, ((0, 0),) * 4 + ((0, s - hi),)))  # same residual layout as `full`
+        return jnp.concatenate(outs, axis=3), jnp.concatenate(probs, axis=3)
+
+    ok = _skippable(mask, chunks)
+    out, probs = jax.lax.cond(ok, chunked, full, q5, kt, vt, mask)
+    return out, (q5, kt, vt, mask, probs, out, ok)
+
+
+def _attention_bwd(scale, chunks, res, d_out):
+    q5, kt, vt, mask, probs, out, ok = res
+
+    def full(q5, kt, vt, probs, out, d_out):
+        return _block_bwd(q5, kt, vt, probs, out, d_out, scale)
+
+    if chunks == 1:
+        grads = full(q5, kt, vt, probs, out, d_out)
+    else:
+        def chunked(q5, kt, vt, probs, out, d_out):
+            s = kt.shape[2]
+            d_q, d_k, d_v = [], 0.0, 0.0
+            for lo, hi in _row_blocks(q5.shape[3], chunks):
+                rows = (slice(None),) * 3 + (slice(lo, hi),)
+                dq, dk, dv = _block_bwd(q5[rows], kt[:, :, :hi], vt[:, :, :hi], probs[rows][..., :hi],
+                                        out[rows], d_out[rows], scale)
+                pad = ((0, 0), (0, 0), (0, s - hi), (0, 0))
+                d_q.append(dq)
+                d_k, d_v = d_k + jnp.pad(dk, pad), d_v + jnp.pad(dv, pad)
+            return jnp.concatenate(d_q, axis=3), d_k, d_v
+
+        grads = jax.lax.cond(ok, chunked, full, q5, kt, vt, probs, out, d_out)
+    return (*grads, np.zeros(mask.shape, jax.dtypes.float0))
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 class Attention(nnx.Module):
@@ -79,9 +203,9 @@ class Attention(nnx.Module):
         to every slot up to their own position: prefill and decode are the same code.
         """
         dt, cfg = self.dtype, self.cfg
-        q = jnp.einsum("btd,dnh->btnh", x, self.q[...].astype(dt))
-        k = jnp.einsum("btd,dkh->btkh", x, self.k[...].astype(dt))
-        v = jnp.einsum("btd,dkh->btkh", x, self.v[...].astype(dt))
+        # Projections as 2-D matmuls on [D, heads*head_dim] views of the kernels (see layers.dense).
+        proj = lambda w: dense(x, w[...].astype(dt).reshape(w.shape[0], -1)).reshape(*x.shape[:-1], *w.shape[1:])  # noqa: E731
+        q, k, v = proj(self.q), proj(self.k), proj(self.v)
         if cfg.qkv_bias:
             q, k, v = q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt), v + self.v_bias[...].astype(dt)
         if cfg.qk_norm:
@@ -91,7 +215,7 @@ class Attention(nnx.Module):
         q = constrain(q, ("batch", "length", "act_heads", None))
         if cache is None:
             mask = attention_mask(positions, segment_ids, positions, segment_ids, window)
-            out = dot_product_attention(q, k, v, mask, self.scale, cfg.attention_impl)
+            out = dot_product_attention(q, k, v, mask, self.scale, cfg.attention_impl, segment_ids, window)
             new_cache = None
         else:
             k_cache, v_cache = cache
@@ -105,4 +229,5 @@ class Attention(nnx.Module):
             impl = "xla" if cfg.attention_impl == "splash" else cfg.attention_impl
             out = dot_product_attention(q, k_cache.astype(dt), v_cache.astype(dt), mask, self.scale, impl)
             new_cache = (k_cache, v_cache)
-        return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(dt)), new_cache
+        o = self.o[...].astype(dt)
+        return dense(out.reshape(*out.shape[:-2], -1), o.reshape(-1, o.shape[-1])), new_cache

@@ -8,27 +8,23 @@ Three functions, all pure (no file I/O, no pickle):
 * :func:`from_hf_state_dict` -- the inverse, placed into the structure/shardings of a target state.
 
 Our names come from :func:`ee_jax.checkpoint.state_to_flat_dict` (layers stacked on a leading axis,
-e.g. ``layers.attn.q`` of shape ``[L, d, heads, head_dim]``). HF stores one tensor per layer, linear
-weights as ``[out, in]``:
+e.g. ``layers.attn.q`` of shape ``[L, d, heads, head_dim]``). HF stores one tensor per layer ``i``
+(prefix ``model.layers.{i}.``), linear weights as ``[out, in]``::
 
-====================================  ===========================================  =====================
-ours                                  HF (layer ``i``)                              layout
-====================================  ===========================================  =====================
-``embed`` [V, d]                      ``model.embed_tokens.weight``                 same
-``lm_head`` [d, V] (untied only)      ``lm_head.weight``                            transposed
-``final_norm.scale``                  ``model.norm.weight``                         same (see norms)
-``layers.attn.{q,k,v}`` [L,d,n,h]     ``model.layers.i.self_attn.{q,k,v}_proj.weight``  [n*h, d]
-``layers.attn.{q,k,v}_bias`` [L,n,h]  ``...self_attn.{q,k,v}_proj.bias``            [n*h]
-``layers.attn.o`` [L,n,h,d]           ``...self_attn.o_proj.weight``                [d, n*h]
-``layers.attn.{q,k}_norm.scale``      ``...self_attn.{q,k}_norm.weight``            same
-``layers.attn_norm.scale``            ``...input_layernorm.weight``                 same
-``layers.mlp_norm.scale``             Llama/Qwen2: ``...post_attention_layernorm.weight``
-                                      Gemma3: ``...pre_feedforward_layernorm.weight``
-``layers.post_attn_norm.scale``       Gemma3: ``...post_attention_layernorm.weight``
-``layers.post_mlp_norm.scale``        Gemma3: ``...post_feedforward_layernorm.weight``
-``layers.mlp.{gate,up}`` [L,d,f]      ``...mlp.{gate,up}_proj.weight``              [f, d]
-``layers.mlp.down`` [L,f,d]           ``...mlp.down_proj.weight``                   [d, f]
-====================================  ===========================================  =====================
+    embed [V, d]                     model.embed_tokens.weight              same
+    lm_head [d, V] (untied only)     lm_head.weight                         transposed
+    final_norm.scale                 model.norm.weight                      (see norms)
+    layers.attn.{q,k,v} [L,d,n,h]    self_attn.{q,k,v}_proj.weight          [n*h, d]
+    layers.attn.{q,k,v}_bias [L,n,h] self_attn.{q,k,v}_proj.bias            [n*h]       (Qwen2)
+    layers.attn.o [L,n,h,d]          self_attn.o_proj.weight                [d, n*h]
+    layers.attn.{q,k}_norm.scale     self_attn.{q,k}_norm.weight                        (Gemma3)
+    layers.attn_norm.scale           input_layernorm.weight
+    layers.mlp_norm.scale            post_attention_layernorm.weight        (Llama/Qwen2: the pre-MLP norm)
+                                     pre_feedforward_layernorm.weight       (Gemma3)
+    layers.post_attn_norm.scale      post_attention_layernorm.weight        (Gemma3)
+    layers.post_mlp_norm.scale       post_feedforward_layernorm.weight      (Gemma3)
+    layers.mlp.{gate,up} [L,d,f]     mlp.{gate,up}_proj.weight              [f, d]
+    layers.mlp.down [L,f,d]          mlp.down_proj.weight                   [d, f]
 
 Norms: we apply ``norm_offset + scale``; HF Llama/Qwen2 apply ``w`` and Gemma3 ``1 + w``, so
 ``w = scale + norm_offset - hf_offset`` (an identity for the presets, which match their family).
@@ -41,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ee_jax.checkpoint.safetensors_io import flat_dict_to_state, named_leaves, state_to_flat_dict
+from ee_jax.checkpoint.safetensors_io import _leaf_value, flat_dict_to_state, named_leaves, state_to_flat_dict
 from ee_jax.config import ModelConfig
 from ee_jax.models.transformer import layer_windows
 
@@ -103,11 +99,14 @@ def hf_config(cfg: ModelConfig, **overrides):
     )
     if family == "gemma3":
         windows = layer_windows(cfg)
+        scalar = cfg.query_pre_attn_scalar or hd
+        if float(scalar) != int(scalar):
+            raise ValueError(f"Gemma3TextConfig needs an integer query_pre_attn_scalar, got {scalar}")
         rope_full = _rope_parameters(cfg, cfg.rope_theta)
         rope_local = _rope_parameters(cfg, cfg.local_rope_theta)
         kw = dict(
             common, architectures=["Gemma3ForCausalLM"], hidden_activation="gelu_pytorch_tanh",
-            query_pre_attn_scalar=cfg.query_pre_attn_scalar or hd, sliding_window=cfg.sliding_window or None,
+            query_pre_attn_scalar=int(scalar), sliding_window=cfg.sliding_window or None,
             layer_types=["sliding_attention" if w else "full_attention" for w in windows],
             rope_parameters={"full_attention": rope_full, "sliding_attention": rope_local},
         )
@@ -217,6 +216,6 @@ def from_hf_state_dict(sd: Mapping[str, Any], cfg: ModelConfig, target):
     if extra:
         raise ValueError(f"unexpected HF tensor(s) {extra}")
 
-    dtypes = {name: np.dtype(getattr(leaf, "value", leaf).dtype) for name, leaf in named_leaves(target)[0]}
+    dtypes = {name: np.dtype(_leaf_value(leaf).dtype) for name, leaf in named_leaves(target)[0]}
     flat = {k: np.ascontiguousarray(v.astype(dtypes.get(k, v.dtype), copy=False)) for k, v in flat.items()}
     return flat_dict_to_state(flat, target)

@@ -20,6 +20,26 @@ def make_param(rngs: nnx.Rngs, init, shape: tuple[int, ...], logical: tuple[str,
     return nnx.Param(nnx.with_partitioning(init, logical)(rngs.params(), shape, dtype))
 
 
+def dense(x: jax.Array, w: jax.Array, preferred_element_type=None) -> jax.Array:
+    """``x [..., K] @ w [K, N] -> [..., N]`` as one 2-D matmul over the flattened leading axes.
+
+    Same result as ``jnp.einsum("...k,kn->...n")``, but XLA:CPU compiles the backward of a 2-D dot
+    far better: the weight gradient of a ``[B, T, K]`` einsum contracts two axes (B and T), which
+    XLA lowers with a transposed copy of the cotangent into which it fuses the elementwise backward
+    (e.g. SwiGLU's), and that strided, unvectorised loop cost ~2x the whole MLP backward
+    (BENCHMARKS.md, "Train step (CPU)"). Reshapes of the leading axes are free (bitcasts).
+
+    Low-precision inputs are multiplied with fp32 accumulation and the product rounded to
+    ``x.dtype`` (unless ``preferred_element_type`` says otherwise): on XLA:CPU a bf16 x bf16 -> fp32
+    dot takes the fast AVX512-BF16/AMX path, while a bf16-output dot runs ~5x slower.
+    """
+    lead = x.shape[:-1]
+    out_dtype = preferred_element_type or x.dtype
+    acc = jnp.float32 if preferred_element_type is None and x.dtype != jnp.float32 else preferred_element_type
+    y = jnp.dot(x.reshape(-1, x.shape[-1]), w, preferred_element_type=acc).astype(out_dtype)
+    return y.reshape(*lead, w.shape[-1])
+
+
 class RMSNorm(nnx.Module):
     """RMSNorm computed in fp32. ``offset=1`` gives Gemma's ``x * (1 + w)`` with w initialised to 0."""
 
@@ -48,10 +68,10 @@ class GatedMLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dt = self.dtype
-        g = x @ self.gate[...].astype(dt)
-        u = x @ self.up[...].astype(dt)
+        g = dense(x, self.gate[...].astype(dt))
+        u = dense(x, self.up[...].astype(dt))
         act = jax.nn.silu(g) if self.activation == "silu" else jax.nn.gelu(g, approximate=True)
-        return (act * u) @ self.down[...].astype(dt)
+        return dense(act * u, self.down[...].astype(dt))
 
 
 def rope_inv_freq(cfg: ModelConfig, theta: float) -> jnp.ndarray:

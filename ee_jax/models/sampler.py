@@ -5,22 +5,32 @@ request. Decoding runs ``chunk`` tokens per device call; between calls the host 
 strings, so generation ends early without recompiling. Returned log-probabilities are those of the
 sampled token under the distribution it was drawn from (``softmax(logits / T)``, or ``T = 1`` for
 greedy), before top-k/top-p truncation: what an RL loss needs as "old log-probs".
+
+Generation runs the decoder layer by layer over *per-layer* parameters and KV caches
+(:meth:`Sampler._forward`, which mirrors :class:`~ee_jax.models.transformer.Decoder`). Through
+``apply_model``'s stacked ``[layers, ...]`` arrays, every decoded token re-sliced all layer weights
+and re-stacked the whole cache, a copy of both per token (BENCHMARKS.md, "Sampler (CPU)"). The
+per-layer weights are sliced once per ``generate`` call, which holds a second copy of the layer
+weights for its duration. Prefill computes logits only at each prompt's last position.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.sharding import NamedSharding
 
 from ee_jax.config import ModelConfig, SamplerConfig
 from ee_jax.models.factory import apply_model
-from ee_jax.models.transformer import init_cache
-from ee_jax.parallel.rules import logical_to_spec, use_mesh
+from ee_jax.models.layers import dtype_of, rope_inv_freq, rope_tables
+from ee_jax.models.transformer import layer_windows
+from ee_jax.parallel.rules import constrain, logical_to_spec, use_mesh
 
 
 @dataclasses.dataclass
@@ -75,19 +85,64 @@ class Sampler:
         self.mesh, self.tokenizer, self.cfg, self.chunk = mesh, tokenizer, cfg or SamplerConfig(), chunk
         self.data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
         self._row_sharding = NamedSharding(mesh, logical_to_spec(("batch", "length")))
-        self._prefill = jax.jit(self._prefill_fn, donate_argnums=(3,))
-        self._decode = jax.jit(self._decode_fn, static_argnames=("steps", "top_k", "greedy"), donate_argnums=(1,))
+        self._layer_graphdef = nnx.split(nnx.merge(graphdef, params).layers)[0]
+        self._unstack = jax.jit(self._unstack_fn)
+        self._prefill = jax.jit(self._prefill_fn, static_argnames=("cache_len",))
+        self._decode = jax.jit(self._decode_fn, static_argnames=("steps", "top_k", "greedy"), donate_argnums=(2,))
         self._score = jax.jit(self._score_fn)
 
     # ---- device functions -------------------------------------------------------------------
-    def _prefill_fn(self, params, tokens, lengths, cache):
-        b, t = tokens.shape
-        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-        logits, cache = apply_model(self.graphdef, params, tokens, positions, None, cache)
-        last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
-        return last, cache
+    def _unstack_fn(self, params):
+        """The stacked layer params as a list of per-layer states (sliced once, not once per token)."""
+        stacked = nnx.split(nnx.merge(self.graphdef, params).layers)[1]
+        return [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.model_cfg.num_layers)]
 
-    def _decode_fn(self, params, carry, stop_ids, key, temperature, top_p, *, steps, top_k, greedy):
+    def _forward(self, params, layers, tokens, positions, caches):
+        """:class:`Decoder` forward over per-layer ``layers`` and ``caches``: (final-norm hidden, caches).
+
+        Mirrors ``Decoder.__call__`` with a cache (tests/test_sampler.py and tests/test_hf_parity.py check
+        the two agree); ``caches`` is a list of per-layer ``(k, v)`` of shape [B, S, kv_heads, head_dim].
+        """
+        cfg, dt = self.model_cfg, dtype_of(self.model_cfg.dtype)
+        model = nnx.merge(self.graphdef, params)
+        x = jnp.take(model.embed[...], tokens, axis=0).astype(dt)
+        if cfg.embed_scale:
+            x = x * jnp.asarray(math.sqrt(cfg.d_model), dt)
+        x = constrain(x, ("batch", "length", "act_embed"))
+        windows = layer_windows(cfg)
+        ropes = {w: rope_tables(rope_inv_freq(cfg, cfg.local_rope_theta if w else cfg.rope_theta), positions)
+                 for w in set(windows)}
+        segments = jnp.ones_like(positions)
+        new_caches = []
+        for state, window, cache in zip(layers, windows, caches, strict=True):
+            x, cache = nnx.merge(self._layer_graphdef, state)(x, ropes[window], positions, segments, window, cache)
+            new_caches.append(cache)
+        return model.final_norm(x), new_caches
+
+    def _logits(self, params, h):
+        """fp32 logits [B, V] from final hidden states [B, D]."""
+        model, dt = nnx.merge(self.graphdef, params), dtype_of(self.model_cfg.dtype)
+        if self.model_cfg.tie_embeddings:
+            return jnp.einsum("bd,vd->bv", h, model.embed[...].astype(dt), preferred_element_type=jnp.float32)
+        return jnp.einsum("bd,dv->bv", h, model.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
+
+    def _prefill_fn(self, params, layers, tokens, lengths, *, cache_len):
+        """Next-token logits at each row's last prompt position, and per-layer caches of ``cache_len``.
+
+        The prompt attends over a cache of its own length; the cache is padded to ``cache_len`` after.
+        """
+        cfg = self.model_cfg
+        b, t = tokens.shape
+        hd = cfg.head_dim or cfg.d_model // cfg.num_heads
+        logical = ("batch", "cache_length", "kv_heads", "head_dim")
+        zeros = constrain(jnp.zeros((b, t, cfg.num_kv_heads, hd), dtype_of(cfg.dtype)), logical)
+        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        h, caches = self._forward(params, layers, tokens, positions, [(zeros, zeros)] * cfg.num_layers)
+        pad = lambda c: constrain(jnp.pad(c, ((0, 0), (0, cache_len - t), (0, 0), (0, 0))), logical)  # noqa: E731
+        last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
+        return self._logits(params, last), [(pad(k), pad(v)) for k, v in caches]
+
+    def _decode_fn(self, params, layers, carry, stop_ids, key, temperature, top_p, *, steps, top_k, greedy):
         def body(i, carry):
             cache, logits, pos, done, out, lps = carry
             k = jax.random.fold_in(key, pos[0] * 0 + i)
@@ -99,8 +154,8 @@ class Sampler:
             out = out.at[:, i].set(tok)
             lps = lps.at[:, i].set(lp)
             done = done | jnp.any(tok[:, None] == stop_ids[None, :], axis=-1)
-            new_logits, cache = apply_model(self.graphdef, params, tok[:, None], pos[:, None], None, cache)
-            return cache, new_logits[:, 0], pos + 1, done, out, lps
+            h, cache = self._forward(params, layers, tok[:, None], pos[:, None], cache)
+            return cache, self._logits(params, h[:, 0]), pos + 1, done, out, lps
 
         cache, logits, pos, done = carry
         b = logits.shape[0]
@@ -160,15 +215,15 @@ class Sampler:
         stop_arr = self._stop_ids(stop_ids)
         key = jax.random.key(seed)
         with use_mesh(self.mesh):
-            cache = init_cache(self.model_cfg, b, t + steps)
+            layers = self._unstack(self.params)
             tok_dev = jax.device_put(tokens, self._row_sharding)
-            logits, cache = self._prefill(self.params, tok_dev, jnp.asarray(lengths), cache)
+            logits, cache = self._prefill(self.params, layers, tok_dev, jnp.asarray(lengths), cache_len=t + steps)
             done = jnp.asarray(np.arange(b) >= n)
             carry = (cache, logits, jnp.asarray(lengths), done)
             outs, lps = [], []
             for start in range(0, steps, self.chunk):
                 carry, out, lp = self._decode(
-                    self.params, carry, jnp.asarray(stop_arr), jax.random.fold_in(key, start),
+                    self.params, layers, carry, jnp.asarray(stop_arr), jax.random.fold_in(key, start),
                     jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
                     steps=self.chunk, top_k=int(top_k), greedy=temperature == 0,
                 )

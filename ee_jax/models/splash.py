@@ -31,8 +31,7 @@ def _kernel(t: int, s: int, heads: int, window: int, interpret: bool):
 def splash_attention(q, k, v, segment_ids, window, scale: float, interpret: bool | None = None):
     """q [B,T,N,H], k/v [B,T,K,H], segment_ids [B,T]; ``window`` a Python int (0 = global)."""
     if not isinstance(window, int):
-        raise ValueError("model.attention_impl=splash needs a static window per layer: set model.scan_layers=false "
-                         "for models with sliding-window layers")
+        raise ValueError("model.attention_impl=splash needs a static window per layer: set model.scan_layers=false")
     interpret = jax.default_backend() != "tpu" if interpret is None else interpret
     n = q.shape[2]
     k = jnp.repeat(k, n // k.shape[2], axis=2)

@@ -16,7 +16,7 @@ from flax import nnx
 
 from ee_jax.config import ModelConfig
 from ee_jax.models.attention import Attention
-from ee_jax.models.layers import GatedMLP, RMSNorm, dtype_of, make_param, rope_inv_freq, rope_tables
+from ee_jax.models.layers import GatedMLP, RMSNorm, dense, dtype_of, make_param, rope_inv_freq, rope_tables
 from ee_jax.parallel.rules import constrain
 
 KVCache = tuple[jax.Array, jax.Array]  # k, v: [layers, batch, length, kv_heads, head_dim]
@@ -105,7 +105,9 @@ class Decoder(nnx.Module):
             return nnx.merge(graphdef, state)(x, rope, positions, segment_ids, window, layer_cache)
 
         if cfg.remat != "none":
-            layer = jax.checkpoint(layer, policy=_REMAT_POLICIES[cfg.remat])
+            # In the unrolled loop the window is a Python int; keep it static (splash needs it).
+            static = () if cfg.scan_layers else (2, 3)
+            layer = jax.checkpoint(layer, policy=_REMAT_POLICIES[cfg.remat], static_argnums=static)
 
         new_cache = None
         if cfg.scan_layers:
@@ -128,10 +130,8 @@ class Decoder(nnx.Module):
                 new_cache = (jnp.stack([c[0] for c in outs]), jnp.stack([c[1] for c in outs]))
 
         x = self.final_norm(x)
-        if cfg.tie_embeddings:
-            logits = jnp.einsum("btd,vd->btv", x, self.embed[...].astype(dt), preferred_element_type=jnp.float32)
-        else:
-            logits = jnp.einsum("btd,dv->btv", x, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
+        head = self.embed[...].astype(dt).T if cfg.tie_embeddings else self.lm_head[...].astype(dt)
+        logits = dense(x, head, preferred_element_type=jnp.float32)
         return constrain(logits, ("batch", "length", "act_vocab")), new_cache
 
 
