@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,83 +43,9 @@ from ee_jax import runtime  # noqa: E402
 
 runtime.configure_xla()  # the framework's XLA:CPU defaults, before JAX starts
 
-NCORES = os.cpu_count() or 1
-
+from bench.machine import NCORES, Section, machine_info, wait_idle  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ machine
-
-
-def _proc_stat() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    return sum(vals), vals[3] + vals[4]  # total, idle + iowait (jiffies)
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-class Section:
-    """Wall time of a block and the CPU that *other* processes used meanwhile (from /proc/stat)."""
-
-    def __enter__(self):
-        self.t0, self.cpu0, self.stat0 = time.perf_counter(), _own_cpu(), _proc_stat()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.t0
-        total, idle = _proc_stat()
-        busy_all = ((total - self.stat0[0]) - (idle - self.stat0[1])) / os.sysconf("SC_CLK_TCK")
-        own = _own_cpu() - self.cpu0
-        self.others_cores = max(busy_all - own, 0.0) / max(self.wall, 1e-9)
-        self.idle_frac_others = max(0.0, 1.0 - self.others_cores / NCORES)
-
-    def report(self) -> dict:
-        return {"idle_frac_others": round(self.idle_frac_others, 3)}
-
-
-def busy_cores(interval: float = 1.0) -> float:
-    t0, i0 = _proc_stat()
-    time.sleep(interval)
-    t1, i1 = _proc_stat()
-    return NCORES * (1.0 - (i1 - i0) / max(t1 - t0, 1))
-
-
-def wait_idle(threshold: float, max_wait: float, label: str) -> float:
-    """Block until other processes use < ``threshold`` cores; returns the idle fraction last seen."""
-    deadline = time.time() + max_wait
-    while True:
-        b = busy_cores()
-        if b < threshold or time.time() > deadline:
-            if b >= threshold:
-                print(f"[{label}] machine still busy ({b:.2f} cores) after {max_wait:.0f}s; timing anyway",
-                      file=sys.stderr)
-            return round(1.0 - b / NCORES, 3)
-        print(f"[{label}] machine busy ({b:.2f} cores), waiting", file=sys.stderr)
-        time.sleep(5)
-
-
-def machine_info() -> dict:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import flax
-    import jax
-
-    info = {"cpu": model, "cores": NCORES, "python": platform.python_version(), "jax": jax.__version__,
-            "flax": flax.__version__, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
-    try:
-        import torch
-        import transformers
-
-        info.update(torch=torch.__version__, transformers=transformers.__version__)
-    except ImportError:
-        pass
-    return info
 
 
 def _timed(fn, repeats: int, args, label: str, attempts: int = 3) -> tuple[float, dict]:

@@ -26,16 +26,28 @@ FLOPs per step (model FLOPs, the PaLM appendix-B convention, from
 ``ee_jax.models.accounting.train_flops_per_token``)::
 
     flops/token = 6 * N + 6 * L * T * H * hd
-    N           = L * (4 d^2-ish attention projections + 3 d f MLP + norms) + V d   (LM head counted,
-                                                                                     embedding lookup not)
+    N = L * (d*H*hd + 2*d*K*hd + H*hd*d  [+ qkv biases, qk-norm scales]   attention projections
+             + 3*d*f                                                       gated MLP
+             + 2*d)                                                        norm scales (negligible)
+        + V*d                                                              LM head (tied or not);
+                                                                           the embedding lookup is free
     flops/step  = flops/token * batch * seq
 
-i.e. 2N forward + 4N backward for every matmul parameter, plus the QK^T and PV products (forward and
-backward, causal mask *not* discounted). Achieved GFLOP/s = flops/step / median step time;
-MFU = achieved / measured matmul peak.
+i.e. 2N forward + 4N backward for every matmul parameter, plus 6 * L * T * H * hd for the QK^T and PV
+products. Note: the full (unmasked) score and value products cost 2 products x 2 FLOP/MAC x 3 (fwd +
+bwd) = 12 * L * T * H * hd per token (PaLM appendix B's term); the accounting module's 6 is that halved,
+i.e. it effectively *does* discount causal masking (its docstring says otherwise). For ee-17m at
+T = 256 the term is 3.5 MFLOP/token (7.1 with 12) against 95.9 for 6N. At batch 16 x 256: N = 15.98 M,
+99.4 MFLOP/token, 407.2 GFLOP/step. Achieved GFLOP/s = flops/step / median step time; MFU = achieved /
+measured matmul peak (same run). XLA's ``cost_analysis`` counts 423.6 GFLOP for the same step: every
+HLO op (elementwise work, softmax, optimizer included), attention products as actually computed.
 
-Before every timed section the script waits (up to ``--max-wait`` s) until the machine is idle: other
-processes using less than ``--idle-threshold`` cores over a 1 s sample.
+Before every timed section the script waits (up to ``--max-wait`` s) until the machine is idle (other
+processes using less than ``--idle-threshold`` cores over a 1 s sample), and re-times the section (up
+to ``--attempts``) when other processes used more than that while it ran.
+
+Process settings: ``ee_jax.runtime.configure()`` runs first, as in the ``ee-jax`` CLI; it tunes glibc
+malloc for both frameworks in this process (``--system-malloc`` skips that, see ee_jax/runtime.py).
 """
 
 from __future__ import annotations
@@ -43,7 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -56,63 +67,9 @@ if "--system-malloc" in sys.argv:
     os.environ["EE_JAX_MALLOC"] = "system"
 runtime.configure()  # the framework's process defaults (ee_jax/runtime.py), before JAX starts
 
-NCORES = os.cpu_count() or 1
-
+from bench.machine import NCORES, Section, machine_info, wait_idle  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ machine
-
-
-def _proc_stat() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    return sum(vals), vals[3] + vals[4]  # total, idle + iowait (jiffies)
-
-
-class Section:
-    """Wall time of a block and the CPU that *other* processes used meanwhile (from /proc/stat)."""
-
-    def __enter__(self):
-        self.t0, self.cpu0, self.stat0 = time.perf_counter(), _own_cpu(), _proc_stat()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.t0
-        total, idle = _proc_stat()
-        hz = os.sysconf("SC_CLK_TCK")
-        busy_all = ((total - self.stat0[0]) - (idle - self.stat0[1])) / hz
-        own = _own_cpu() - self.cpu0
-        self.others_cores = max(busy_all - own, 0.0) / max(self.wall, 1e-9)
-        self.own_cores = own / max(self.wall, 1e-9)
-        self.idle_frac_others = max(0.0, 1.0 - self.others_cores / NCORES)
-
-    def report(self) -> dict:
-        return {"idle_frac_others": round(self.idle_frac_others, 3), "own_cores": round(self.own_cores, 2)}
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def busy_cores(interval: float = 1.0) -> float:
-    t0, i0 = _proc_stat()
-    time.sleep(interval)
-    t1, i1 = _proc_stat()
-    return NCORES * (1.0 - (i1 - i0) / max(t1 - t0, 1))
-
-
-def wait_idle(threshold: float, max_wait: float, label: str) -> float:
-    """Block until other processes use < ``threshold`` cores; returns the last idle fraction seen."""
-    deadline = time.time() + max_wait
-    while True:
-        b = busy_cores()
-        if b < threshold or time.time() > deadline:
-            if b >= threshold:
-                print(f"[{label}] machine still busy ({b:.2f} cores) after {max_wait:.0f}s; timing anyway",
-                      file=sys.stderr)
-            return 1.0 - b / NCORES
-        print(f"[{label}] machine busy ({b:.2f} cores), waiting", file=sys.stderr)
-        time.sleep(5)
 
 
 def timed_section(run, args, label: str):
@@ -130,31 +87,6 @@ def timed_section(run, args, label: str):
         print(f"[{label}] other processes used {sec.others_cores:.2f} cores during the timing "
               f"(attempt {attempt + 1}/{args.attempts})", file=sys.stderr)
     return result, sec
-
-
-def machine_info() -> dict:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import flax
-    import jax
-    import optax
-
-    info = {"cpu": model, "cores": NCORES, "python": platform.python_version(), "jax": jax.__version__,
-            "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-            "flax": flax.__version__, "optax": optax.__version__,
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "malloc_tuned": runtime.configure_malloc()}
-    try:
-        import torch
-        import transformers
-
-        info.update(torch=torch.__version__, transformers=transformers.__version__)
-    except ImportError:
-        pass
-    return info
 
 
 # ------------------------------------------------------------------------------------------ matmul

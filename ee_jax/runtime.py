@@ -56,10 +56,17 @@ def configure_malloc() -> bool:
 
     Here: one malloc arena (so XLA's threads allocate from the main heap), no ``mmap`` for large
     blocks, never trim the heap. The heap then stays at its high-water mark and the block is reused
-    with no faults. Equivalent to starting the process with ``MALLOC_ARENA_MAX=1
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>``. Cost: resident memory never shrinks below
-    its peak. Skipped when the user set any ``MALLOC_*``/``GLIBC_TUNABLES``/``LD_PRELOAD`` variable,
-    when ``EE_JAX_MALLOC=system``, or off glibc. Returns whether it applied the settings.
+    with no faults: ~0.2 s (10%) off each ee-17m train step. Equivalent to starting the process with
+    ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>``.
+
+    Costs: resident memory never shrinks below its peak, and XLA compiles slower (its compile
+    threads share the one arena: 3.1 s instead of 2.0 s for that train step; a 100-step toy
+    ``ee-jax lm train`` took 19.8 s instead of 17.1 s). Two arenas keep compiles fast but make the
+    fault fix a coin toss (it depends on which arena XLA's thread lands in).
+
+    Skipped when the user set any ``MALLOC_*``/``GLIBC_TUNABLES``/``LD_PRELOAD`` variable, when
+    ``EE_JAX_MALLOC=system``, or off glibc. Call it before JAX starts its threads (``configure()``
+    does). Returns whether it applied the settings.
     """
     global _malloc_configured
     if _malloc_configured is not None:

@@ -1,9 +1,10 @@
 """Closed-form parameter and FLOP counts (used for presets, MFU and the scaling report).
 
-FLOPs per token for training follow the PaLM appendix-B convention: ``6 * N`` for the matmuls that
-touch each non-embedding-lookup parameter (forward 2N, backward 4N) plus ``6 * L * T * d_attn`` for
-the attention score and value products at sequence length ``T`` (causal masking not discounted, as
-is usual for MFU). ``N`` counts the LM head but not the embedding lookup.
+FLOPs per token for training: ``6 * N`` for the matmuls that touch each non-embedding-lookup
+parameter (forward 2N, backward 4N) plus ``6 * L * T * d_attn`` for the attention score and value
+products at sequence length ``T``. That attention term is PaLM appendix B's ``12 * L * T * d_attn``
+halved, i.e. it counts only the causally visible half of the score matrix (the work a causal kernel
+needs). ``N`` counts the LM head but not the embedding lookup.
 """
 
 from __future__ import annotations
