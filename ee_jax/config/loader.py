@@ -38,6 +38,7 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of config sections at top level, got {type(data).__name__}")
+    data.pop("_run", None)  # provenance written by save_config, not configuration
     bases = data.pop("defaults", [])
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:

@@ -17,7 +17,6 @@ weights for its duration. Prefill computes logits only at each prompt's last pos
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import jax
@@ -28,7 +27,7 @@ from jax.sharding import NamedSharding
 
 from ee_jax.config import ModelConfig, SamplerConfig
 from ee_jax.models.factory import apply_model
-from ee_jax.models.layers import dtype_of, rope_inv_freq, rope_tables
+from ee_jax.models.layers import dtype_of
 from ee_jax.models.transformer import layer_windows
 from ee_jax.parallel.rules import constrain, logical_to_spec, use_mesh
 
@@ -98,33 +97,26 @@ class Sampler:
         return [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.model_cfg.num_layers)]
 
     def _forward(self, params, layers, tokens, positions, caches):
-        """:class:`Decoder` forward over per-layer ``layers`` and ``caches``: (final-norm hidden, caches).
+        """The decoder over pre-sliced per-layer ``layers`` and ``caches``: (hidden before the final norm, caches).
 
-        Mirrors ``Decoder.__call__`` with a cache (tests/test_sampler.py and tests/test_hf_parity.py check
-        the two agree); ``caches`` is a list of per-layer ``(k, v)`` of shape [B, S, kv_heads, head_dim].
+        ``Decoder.__call__`` slices its stacked weights inside the step, which XLA:CPU copies on every
+        decoded token; here they are sliced once per ``generate`` call. Embedding, RoPE and the head are
+        the Decoder's own methods. ``caches``: per-layer ``(k, v)`` of shape [B, S, kv_heads, head_dim].
         """
-        cfg, dt = self.model_cfg, dtype_of(self.model_cfg.dtype)
         model = nnx.merge(self.graphdef, params)
-        x = jnp.take(model.embed[...], tokens, axis=0).astype(dt)
-        if cfg.embed_scale:
-            x = x * jnp.asarray(math.sqrt(cfg.d_model), dt)
-        x = constrain(x, ("batch", "length", "act_embed"))
-        windows = layer_windows(cfg)
-        ropes = {w: rope_tables(rope_inv_freq(cfg, cfg.local_rope_theta if w else cfg.rope_theta), positions)
-                 for w in set(windows)}
+        x = model.embed_tokens(tokens)
+        windows = layer_windows(self.model_cfg)
+        ropes = {w: model.rope(positions, local=w > 0) for w in set(windows)}
         segments = jnp.ones_like(positions)
         new_caches = []
         for state, window, cache in zip(layers, windows, caches, strict=True):
             x, cache = nnx.merge(self._layer_graphdef, state)(x, ropes[window], positions, segments, window, cache)
             new_caches.append(cache)
-        return model.final_norm(x), new_caches
+        return x, new_caches
 
     def _logits(self, params, h):
-        """fp32 logits [B, V] from final hidden states [B, D]."""
-        model, dt = nnx.merge(self.graphdef, params), dtype_of(self.model_cfg.dtype)
-        if self.model_cfg.tie_embeddings:
-            return jnp.einsum("bd,vd->bv", h, model.embed[...].astype(dt), preferred_element_type=jnp.float32)
-        return jnp.einsum("bd,dv->bv", h, model.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
+        """fp32 logits [B, V] from last-position hidden states [B, D]."""
+        return nnx.merge(self.graphdef, params).unembed(h)
 
     def _prefill_fn(self, params, layers, tokens, lengths, *, cache_len):
         """Next-token logits at each row's last prompt position, and per-layer caches of ``cache_len``.

@@ -81,21 +81,38 @@ class Decoder(nnx.Module):
         if not cfg.tie_embeddings:
             self.lm_head = make_param(rngs, init, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), pd)
 
-    def __call__(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+    # The pieces around the layer stack, shared with the sampler's per-layer decode loop.
+    def embed_tokens(self, tokens) -> jax.Array:
+        """Token ids [B, T] -> hidden states [B, T, D] in the compute dtype (Gemma: times sqrt(d))."""
         cfg, dt = self.cfg, dtype_of(self.cfg.dtype)
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
+        if cfg.embed_scale:
+            x = x * jnp.asarray(math.sqrt(cfg.d_model), dt)
+        return constrain(x, ("batch", "length", "act_embed"))
+
+    def rope(self, positions, local: bool):
+        """cos/sin tables for global layers, or for local (sliding-window) layers' RoPE base."""
+        cfg = self.cfg
+        return rope_tables(rope_inv_freq(cfg, cfg.local_rope_theta if local else cfg.rope_theta), positions)
+
+    def unembed(self, x) -> jax.Array:
+        """Final norm and LM head: hidden states [..., D] -> fp32 logits [..., V]."""
+        cfg, dt = self.cfg, dtype_of(self.cfg.dtype)
+        head = self.embed[...].astype(dt).T if cfg.tie_embeddings else self.lm_head[...].astype(dt)
+        return dense(self.final_norm(x), head, preferred_element_type=jnp.float32)
+
+    def __call__(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+        cfg = self.cfg
         b, t = tokens.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
-        x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
-        if cfg.embed_scale:
-            x = x * jnp.asarray(math.sqrt(cfg.d_model), dt)
-        x = constrain(x, ("batch", "length", "act_embed"))
+        x = self.embed_tokens(tokens)
 
         windows = layer_windows(cfg)
-        rope_global = rope_tables(rope_inv_freq(cfg, cfg.rope_theta), positions)
-        rope_local = rope_tables(rope_inv_freq(cfg, cfg.local_rope_theta), positions) if any(windows) else None
+        rope_global = self.rope(positions, local=False)
+        rope_local = self.rope(positions, local=True) if any(windows) else None
         graphdef, stacked = nnx.split(self.layers)
 
         def layer(x, state, window, is_local, layer_cache):
@@ -129,10 +146,7 @@ class Decoder(nnx.Module):
             if cache is not None:
                 new_cache = (jnp.stack([c[0] for c in outs]), jnp.stack([c[1] for c in outs]))
 
-        x = self.final_norm(x)
-        head = self.embed[...].astype(dt).T if cfg.tie_embeddings else self.lm_head[...].astype(dt)
-        logits = dense(x, head, preferred_element_type=jnp.float32)
-        return constrain(logits, ("batch", "length", "act_vocab")), new_cache
+        return constrain(self.unembed(x), ("batch", "length", "act_vocab")), new_cache
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:

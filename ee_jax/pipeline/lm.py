@@ -100,16 +100,7 @@ def load_lm(run_dir: str, overrides: list[str] | None = None):
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir!r} has no config.yaml: not an ee-jax lm run directory")
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
-    raw.pop("_run", None)
-    tmp = os.path.join(run_dir, ".resolved.yaml")
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(raw, f)
-    cfg = load_config(tmp, overrides)
-    os.remove(tmp)
+    cfg = load_config(path, overrides)
     tok = SentencePieceTokenizer(cfg.tokenizer.path or os.path.join(run_dir, "tokenizer", "spm.model"))
     mesh = make_mesh(cfg)
     graphdef, abs_params = abstract_model(cfg.model, mesh)
