@@ -27,8 +27,9 @@ EXTRAS = {
     "dev": ["pytest==9.2.0", "ruff==0.17.5"],
     # Reference implementations for parity tests and benchmarks (CPU build of torch).
     "hf": ["torch==2.13.0", "transformers==5.23.0", "accelerate==1.15.0"],
-    # Third-party text environments land with the Environments issue.
-    "envs": [],
+    # Third-party text environments (ScienceWorld and TextWorldExpress need Java >= 8 on PATH;
+    # TextWorld builds jericho from source: gcc and make).
+    "envs": ["scienceworld==1.2.3", "textworld-express==1.1.0", "textworld==1.7.0"],
     "tpu": ["jax[tpu]==0.10.2"],
     "gpu": ["jax[cuda12]==0.10.2"],
 }

@@ -29,6 +29,10 @@ _API = {
     "TrainState": "ee_jax.train", "create_train_state": "ee_jax.train", "make_optimizer": "ee_jax.train",
     "make_train_step": "ee_jax.train", "make_batch": "ee_jax.train", "fit": "ee_jax.train",
     "weighted_token_loss": "ee_jax.train",
+    # environments
+    "Env": "ee_jax.envs", "Task": "ee_jax.envs", "make_env": "ee_jax.envs", "list_envs": "ee_jax.envs",
+    "register_env": "ee_jax.envs", "branch": "ee_jax.envs", "branch_trajectory": "ee_jax.envs",
+    "run_oracle": "ee_jax.envs", "EnvPool": "ee_jax.envs.pool",
     # checkpoints
     "Checkpointer": "ee_jax.checkpoint", "export_safetensors": "ee_jax.checkpoint",
     "import_safetensors": "ee_jax.checkpoint",

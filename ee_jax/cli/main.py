@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     sa.set_defaults(func=cmd_lm_sample)
+
+    from ee_jax.cli import envs
+
+    envs.add_parser(sub)
     return p
 
 

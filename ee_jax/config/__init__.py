@@ -11,6 +11,7 @@ from ee_jax.config.schema import (
     Config,
     DataConfig,
     DistributedConfig,
+    EnvConfig,
     MeshConfig,
     ModelConfig,
     OptimizerConfig,
@@ -22,7 +23,7 @@ from ee_jax.config.schema import (
 from ee_jax.config.validate import resolve_mesh_shape, validate, validate_mesh
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "DistributedConfig", "MeshConfig", "ModelConfig",
+    "Config", "ConfigError", "DataConfig", "EnvConfig", "DistributedConfig", "MeshConfig", "ModelConfig",
     "OptimizerConfig", "RopeScalingConfig", "SamplerConfig", "TokenizerConfig", "TrainConfig",
     "config_from_dict", "config_to_dict", "load_config", "resolve_mesh_shape", "save_config",
     "validate", "validate_mesh",

@@ -7,6 +7,7 @@ Consistency checks that span fields live in :mod:`ee_jax.config.validate`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 # Model configs are stored on NNX modules, so they must hash (a GraphDef is a static jit argument).
@@ -140,6 +141,18 @@ class DataConfig:
 
 
 @dataclass
+class EnvConfig:
+    """Which environment to collect experience in and evaluate on (``ee-jax envs list``)."""
+
+    name: str = "household"
+    difficulty: int = 0  # 0 -> the environment's default
+    max_steps: int = 0  # 0 -> the environment's default step limit
+    options: dict[str, Any] = field(default_factory=dict)  # environment-specific, e.g. {games: [coin]}
+    pool_workers: int = 0  # >0: run the environment in this many worker processes (Java-backed ones)
+    java_heap_mb: int = 768  # -Xmx of each JVM (ScienceWorld, TextWorldExpress)
+
+
+@dataclass
 class Config:
     """A whole run: everything needed to reproduce it is in here."""
 
@@ -153,3 +166,4 @@ class Config:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)

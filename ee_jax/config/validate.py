@@ -62,8 +62,32 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         _fail("sampler.temperature", s.temperature, ">= 0 (0 = greedy)")
     if not 0 < s.top_p <= 1:
         _fail("sampler.top_p", s.top_p, "in (0, 1]")
+    validate_env(cfg)
     if num_devices is not None:
         validate_mesh(cfg, num_devices)
+
+
+def validate_env(cfg: Config) -> None:
+    """The environment exists, and its difficulty and limits are in range (without starting it)."""
+    from ee_jax.envs.registry import ADAPTERS, env_class, list_envs
+
+    e = cfg.env
+    if e.name not in list_envs():
+        _fail("env.name", e.name, "one of " + ", ".join(list_envs()))
+    if e.max_steps < 0 or e.pool_workers < 0 or e.java_heap_mb <= 0:
+        bad = [(k, getattr(e, k)) for k in ("max_steps", "pool_workers") if getattr(e, k) < 0]
+        bad = bad or [("java_heap_mb", e.java_heap_mb)]
+        _fail(f"env.{bad[0][0]}", bad[0][1], "a non-negative integer (java_heap_mb: positive)")
+    if e.name in ADAPTERS:
+        return  # its class needs the optional package; checked when the environment starts
+    from ee_jax.envs.base import EnvError
+
+    try:
+        cls = env_class(e.name)
+    except EnvError as err:
+        _fail("env.name", e.name, f"an importable environment ({err})")
+    if e.difficulty and e.difficulty not in cls.difficulties:
+        _fail("env.difficulty", e.difficulty, f"one of {list(cls.difficulties)} for env {e.name!r} (or 0 = default)")
 
 
 def resolve_mesh_shape(cfg: Config, num_devices: int) -> tuple[int, int, int]:
