@@ -5,8 +5,18 @@ import re
 
 import pytest
 
-from ee_jax.envs import (SPLITS, EnvError, NondeterministicEnvError, Task, branch, branch_trajectory,
-                         check_determinism, make_env, reach, run_oracle)
+from ee_jax.envs import (
+    SPLITS,
+    EnvError,
+    NondeterministicEnvError,
+    Task,
+    branch,
+    branch_trajectory,
+    check_determinism,
+    make_env,
+    reach,
+    run_oracle,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,7 +143,8 @@ def test_nondeterminism_is_detected_with_the_step_named():
     obs = reach(good, task, ["go east"])
     with pytest.raises(NondeterministicEnvError, match="after prefix action 1"):
         branch(good, task, ["go east"], ["go west"], prefix_observations=[obs[0], "something else"])
-    assert check_determinism(good, task, ["go east", "go east"]) == check_determinism(good, task, ["go east", "go east"])
+    twice = ["go east", "go east"]
+    assert check_determinism(good, task, twice) == check_determinism(good, task, twice)
 
 
 def test_env_config_section_is_validated():
