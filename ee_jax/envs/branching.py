@@ -116,8 +116,10 @@ def check_determinism(env: Env, task: Task, actions: list[str], repeats: int = 2
         walked = [env.reset(task)]
         for a in actions:
             snap = env.snapshot()
-            admissible = env.admissible_actions() or ["look"]
-            env.step(admissible[-1])  # a detour that restore() must undo
+            admissible = env.admissible_actions()
+            # a detour that restore() must undo; open action spaces detour through the expert's own action
+            detour = admissible[-1] if admissible else env.oracle_action() or "look"
+            env.step(detour)
             env.restore(snap)
             walked.append(env.step(a).observation)
         for i, (e, g) in enumerate(zip(first, walked)):

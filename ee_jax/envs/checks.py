@@ -65,7 +65,7 @@ def check_env(env: Env, split: str, n: int, difficulty: int | None = None, start
         "mean_steps": statistics.fmean(steps) if steps else 0.0, "max_steps": max(steps, default=0),
         "mean_obs_chars": statistics.fmean(obs_len) if obs_len else 0.0, "max_obs_chars": max(obs_len, default=0),
         "mean_admissible": statistics.fmean(c for e in episodes for c in e.admissible_counts)
-        if any(e.admissible_counts for e in episodes) else None,
+        if env.action_space == "closed" and any(e.admissible_counts for e in episodes) else None,
         "invalid_oracle_actions": sum(e.invalid for e in episodes),
         "steps_per_s": sum(steps) / elapsed if elapsed > 0 else None,
         "task_gen_s": t_tasks,
