@@ -5,8 +5,8 @@ Usage::
     python bench/envs.py                                   # every environment that is installed
     python bench/envs.py --envs household,shop --tasks 20 --k 8
 
-Prints one JSON line per environment. Per environment, on ``--tasks`` train tasks at its default
-difficulty:
+Prints one JSON line per environment. Per environment, on ``--tasks`` train tasks at ``--difficulty``
+(default: the environment's own):
 
 * ``oracle_steps_per_s``: oracle episodes (reset, ``admissible_actions``, ``oracle_action`` and ``step``
   at every state), environment steps / wall time. ``oracle_success`` is the fraction won.
@@ -57,11 +57,11 @@ def _alternatives(env, task, actions, k, rng, pool):
     return out
 
 
-def bench_env(name: str, n_tasks: int, k: int, seed: int, options: dict) -> dict:
+def bench_env(name: str, n_tasks: int, k: int, seed: int, options: dict, difficulty: int | None = None) -> dict:
     env = make_env(name, **options)
     try:
         t0 = time.perf_counter()
-        tasks = env.make_tasks("train", n_tasks)
+        tasks = env.make_tasks("train", n_tasks, difficulty=difficulty)
         task_gen_s = time.perf_counter() - t0
         with Section() as s_oracle:
             episodes = [run_oracle(env, t) for t in tasks]
@@ -77,7 +77,8 @@ def bench_env(name: str, n_tasks: int, k: int, seed: int, options: dict) -> dict
             for t, e, a in zip(tasks, episodes, alts):
                 branch_trajectory(env, t, e.actions, a, e.observations)
         return {
-            "bench": "envs", "env": name, "branching": env.branching, "tasks": len(tasks), "k": k,
+            "bench": "envs", "env": name, "difficulty": tasks[0].difficulty, "branching": env.branching,
+            "tasks": len(tasks), "k": k,
             "oracle_success": sum(e.won for e in episodes) / len(episodes),
             "mean_gold_steps": oracle_steps / len(episodes),
             "oracle_steps_per_s": round(oracle_steps / s_oracle.wall, 1),
@@ -86,7 +87,7 @@ def bench_env(name: str, n_tasks: int, k: int, seed: int, options: dict) -> dict
             "branches_per_s": round(n_branches / s_branch.wall, 1),
             "branch_ms": round(1000 * s_branch.wall / max(n_branches, 1), 3),
             "task_gen_s": round(task_gen_s, 2),
-            "idle_frac_others": min(s.idle_frac_others for s in (s_oracle, s_replay, s_branch)),
+            "idle_frac_others": round(min(s.idle_frac_others for s in (s_oracle, s_replay, s_branch)), 3),
             "options": options,
         }
     finally:
@@ -99,13 +100,15 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=20, help="train tasks per built-in environment")
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", type=int, default=None, help="default: each environment's default")
     args = p.parse_args()
     names = args.envs.split(",") if args.envs else [
         n for n in list_envs() if n not in ADAPTERS or importlib.util.find_spec(ADAPTERS[n])]
     info = machine_info()
     for name in names:
         d = ADAPTER_DEFAULTS.get(name, {"tasks": args.tasks, "options": {}})
-        row = bench_env(name, d["tasks"] if name in ADAPTERS else args.tasks, args.k, args.seed, d["options"])
+        n = d["tasks"] if name in ADAPTERS else args.tasks
+        row = bench_env(name, n, args.k, args.seed, d["options"], args.difficulty)
         row["machine"] = {"cpu": info.get("cpu"), "cores": info.get("cores")}
         print(json.dumps(row), flush=True)
 
