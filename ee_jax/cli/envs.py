@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import textwrap
 
+from ee_jax.cli.main import _emit
 from ee_jax.envs.base import SPLITS, EnvError
 
 
@@ -26,13 +26,6 @@ def _make(args):
     from ee_jax.envs.registry import make_env
 
     return make_env(args.env, max_steps=args.max_steps, **_options(args.option))
-
-
-def _emit(args, human: str, payload: dict) -> None:
-    if human:
-        print(human)
-    if getattr(args, "json", False):
-        print(json.dumps(payload, default=str))
 
 
 def cmd_list(args) -> None:

@@ -113,9 +113,24 @@ class Env(abc.ABC):
         self.actions: list[str] = []
 
     # ----------------------------------------------------------------- tasks
-    @abc.abstractmethod
     def make_tasks(self, split: str, n: int, start: int = 0, difficulty: int | None = None) -> list[Task]:
-        """The tasks ``start .. start+n-1`` of ``split``: deterministic, the same on every machine."""
+        """The tasks ``start .. start+n-1`` of ``split``: deterministic, the same on every machine.
+
+        Seeded generators implement ``_generate`` and get ids ``SPLIT-dD-I`` and seeds from
+        ``task_seed``; environments with their own task lists (the adapters) override this instead."""
+        check_split(split)
+        d = self._difficulty(difficulty)
+        tasks = []
+        for i in range(start, start + n):
+            seed = task_seed(self.name, split, d, i)
+            goal, params, gold = self._generate(split, d, i, seed)
+            tasks.append(Task(self.name, f"{split}-d{d}-{i}", split, seed, goal, d, gold=tuple(gold),
+                              params=tuple(sorted(params.items()))))
+        return tasks
+
+    def _generate(self, split: str, difficulty: int, index: int, seed: int) -> tuple[str, dict, tuple[str, ...]]:
+        """``(goal, params, gold)`` of one generated task."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _generate or override make_tasks")
 
     def get_task(self, task_id: str) -> Task:
         """Parse a task id made by ``make_tasks`` (``SPLIT-dD-I`` for the built-ins)."""

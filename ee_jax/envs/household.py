@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from ee_jax.envs.base import Env, EnvError, Task, check_split, task_seed
+from ee_jax.envs.base import Env, EnvError, Task, check_split
 from ee_jax.envs.household_world import (
     APPLIANCE,
     OBJECTS,
@@ -69,17 +69,9 @@ class HouseholdEnv(Env):
         self.lamp_on = False
 
     # ----------------------------------------------------------------- tasks
-    def make_tasks(self, split: str, n: int, start: int = 0, difficulty: int | None = None) -> list[Task]:
-        """Tasks ``start .. start+n-1`` of ``split``; ids ``SPLIT-dD-I``."""
-        check_split(split)
-        d = self._difficulty(difficulty)
-        tasks = []
-        for i in range(start, start + n):
-            seed = task_seed(self.name, split, d, i)
-            w = generate(seed, split, d)
-            tasks.append(Task(env=self.name, id=f"{split}-d{d}-{i}", split=split, seed=seed, goal=w.goal,
-                              difficulty=d, params=tuple(sorted(w.params().items()))))
-        return tasks
+    def _generate(self, split: str, difficulty: int, index: int, seed: int):
+        w = generate(seed, split, difficulty)
+        return w.goal, w.params(), ()
 
     # ----------------------------------------------------------------- episode
     def _reset(self, task: Task) -> str:

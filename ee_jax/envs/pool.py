@@ -171,9 +171,9 @@ class EnvPool:
         pending = collections.deque(range(len(items)))
         attempts = collections.Counter()
         done = set()
-        for it in items:
-            json.dumps(it)  # fail early, in the caller, on an item that cannot travel as JSON
-        payloads = items
+        # encoded once (fails early, in the caller, on an item that cannot travel as JSON); retries reuse it
+        encoded = [json.dumps(it) for it in items]
+        fn_json = json.dumps(fn)
         bar = tqdm(total=len(items), desc=desc or f"{self.env_name} pool", disable=not progress, unit="item")
         try:
             while len(done) < len(items):
@@ -182,7 +182,8 @@ class EnvPool:
                         w.index = pending.popleft()
                         attempts[w.index] += 1
                         with contextlib.suppress(OSError, ValueError):  # a dead worker: its sentinel reports it
-                            w.send({"fn": fn, "index": w.index, "item": payloads[w.index]})
+                            w.conn.send_bytes(
+                                f'{{"fn": {fn_json}, "index": {w.index}, "item": {encoded[w.index]}}}'.encode())
                 busy = [w for w in self._workers if w.index is not None]
                 ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=1.0)
                 for w in list(busy):

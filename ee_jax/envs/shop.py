@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 
-from ee_jax.envs.base import Env, Task, check_split, task_seed
+from ee_jax.envs.base import Env, Task
 from ee_jax.envs.shop_catalog import World, build_world, score_purchase, tokenize
 
 PER_PAGE = 3
@@ -82,19 +82,12 @@ class ShopEnv(Env):
         self._selected: tuple[tuple[str, str], ...] = ()
 
     # ----------------------------------------------------------------- tasks
-    def make_tasks(self, split: str, n: int, start: int = 0, difficulty: int | None = None) -> list[Task]:
-        check_split(split)
-        d = self._difficulty(difficulty)
-        tasks = []
-        for i in range(start, start + n):
-            seed = task_seed(self.name, split, d, i)
-            world = build_world(seed, d, split)
-            g = world.goal
-            params = {"category": g.category, "attributes": list(g.attributes), "options": dict(g.options),
-                      "budget": g.budget, "target": g.target}
-            tasks.append(Task(self.name, f"{split}-d{d}-{i}", split, seed, g.text, d, gold=_gold_path(world),
-                              params=tuple(sorted(params.items()))))
-        return tasks
+    def _generate(self, split: str, difficulty: int, index: int, seed: int):
+        world = build_world(seed, difficulty, split)
+        g = world.goal
+        params = {"category": g.category, "attributes": list(g.attributes), "options": dict(g.options),
+                  "budget": g.budget, "target": g.target}
+        return g.text, params, _gold_path(world)
 
     def world(self) -> World:
         """The current task's catalogue and goal (privileged; for the oracle, tests and analysis)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import posixpath
 
-from ee_jax.envs.base import Env, EnvError, Task, check_split, task_seed
+from ee_jax.envs.base import Env, EnvError, Task
 from ee_jax.envs.tools_api import HOME, CallError, ToolError, World, norm, parent, parse_call, signature
 from ee_jax.envs.tools_tasks import OOD_VARIANTS, VARIANTS, Scenario, generate, message_ok, satisfied, violations
 
@@ -127,20 +127,13 @@ class ToolsEnv(Env):
     default_max_steps = 40
     _state_attrs = ("scen", "world", "turn")
 
-    def make_tasks(self, split: str, n: int, start: int = 0, difficulty: int | None = None) -> list[Task]:
-        check_split(split)
-        d = self._difficulty(difficulty)
-        tasks = []
-        for i in range(start, start + n):
-            seed = task_seed(self.name, split, d, i)
-            variant = OOD_VARIANTS[i % len(OOD_VARIANTS)] if split == "ood" else "base"
-            scen = generate(seed, d, variant)
-            params = {"variant": variant, "turns": len(scen.turns)}
-            if scen.missing:
-                params["missing_function"] = scen.missing
-            tasks.append(Task(env=self.name, id=f"{split}-d{d}-{i}", split=split, seed=seed, goal=scen.goal,
-                              difficulty=d, params=tuple(sorted(params.items()))))
-        return tasks
+    def _generate(self, split: str, difficulty: int, index: int, seed: int):
+        variant = OOD_VARIANTS[index % len(OOD_VARIANTS)] if split == "ood" else "base"
+        scen = generate(seed, difficulty, variant)
+        params = {"variant": variant, "turns": len(scen.turns)}
+        if scen.missing:
+            params["missing_function"] = scen.missing
+        return scen.goal, params, ()
 
     # ----------------------------------------------------------------- episode
     def _reset(self, task: Task) -> str:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 
-from ee_jax.envs.base import Env, Task, check_split, task_seed
+from ee_jax.envs.base import Env, Task
 from ee_jax.envs.travel_catalog import COMMONSENSE, Slot, World, analyze, evaluate, generate
 
 _HELP = ("Actions: view transport day D; view accommodations CITY; view restaurants CITY; "
@@ -62,21 +62,14 @@ class TravelEnv(Env):
         self.view: tuple | None = None  # ("transport", day) | ("accommodations", city) | ("restaurants", city)
 
     # ----------------------------------------------------------------- tasks
-    def make_tasks(self, split: str, n: int, start: int = 0, difficulty: int | None = None) -> list[Task]:
-        """Tasks ``start .. start+n-1`` of ``split``; params summarise the itinerary and constraints."""
-        check_split(split)
-        d = self._difficulty(difficulty)
-        tasks = []
-        for i in range(start, start + n):
-            seed = task_seed(self.name, split, d, i)
-            w = generate(seed, split, d)
-            # comma-joined strings, not lists: the Task stays hashable and JSON round-trips to itself
-            params = {"origin": w.origin, "cities": ",".join(w.cities), "nights": ",".join(map(str, w.nights)),
-                      "people": w.people, "budget": w.budget, "constraints": ",".join(sorted(w.hard)),
-                      "cuisines": ",".join(sorted({r.cuisine for r in w.restaurants}))}
-            tasks.append(Task(self.name, f"{split}-d{d}-{i}", split, seed, w.goal(), d,
-                              params=tuple(sorted(params.items()))))
-        return tasks
+    def _generate(self, split: str, difficulty: int, index: int, seed: int):
+        """Params summarise the itinerary and constraints."""
+        w = generate(seed, split, difficulty)
+        # comma-joined strings, not lists: the Task stays hashable and JSON round-trips to itself
+        params = {"origin": w.origin, "cities": ",".join(w.cities), "nights": ",".join(map(str, w.nights)),
+                  "people": w.people, "budget": w.budget, "constraints": ",".join(sorted(w.hard)),
+                  "cuisines": ",".join(sorted({r.cuisine for r in w.restaurants}))}
+        return w.goal(), params, ()
 
     # ----------------------------------------------------------------- episode
     def _reset(self, task: Task) -> str:

@@ -45,7 +45,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ee_jax.envs.base import Env, EnvError, Task, check_split, task_seed
+from ee_jax.envs.base import Env, EnvError, Task, task_seed
 
 KIND = "cooking"
 GEN_VERSION = 1  # bump when the settings below change, so cached games are not reused
@@ -194,20 +194,12 @@ class TextWorldEnv(Env):
         self._read_cookbook = False
 
     # ----------------------------------------------------------------- tasks
-    def make_tasks(self, split: str, n: int, start: int = 0, difficulty: int | None = None) -> list[Task]:
-        """Tasks ``start .. start+n-1``; games missing from the cache are generated (~1.2 s each)."""
-        check_split(split)
-        d = self._difficulty(difficulty)
-        tasks = []
-        for i in range(start, start + n):
-            seed = task_seed(self.name, split, d, i)
-            folder = ensure_game(self.game_dir, split, d, seed)
-            meta = load_meta(folder)
-            params = (("game", folder.name), ("kind", KIND), ("tw_seed", meta["tw_seed"]),
-                      ("tw_split", meta["tw_split"]))
-            tasks.append(Task(env=self.name, id=f"{split}-d{d}-{i}", split=split, seed=seed, goal=meta["objective"],
-                              difficulty=d, gold=tuple(meta["walkthrough"]), params=params))
-        return tasks
+    def _generate(self, split: str, difficulty: int, index: int, seed: int):
+        """Games missing from the cache are generated (~1.2 s each)."""
+        folder = ensure_game(self.game_dir, split, difficulty, seed)
+        meta = load_meta(folder)
+        params = {"game": folder.name, "kind": KIND, "tw_seed": meta["tw_seed"], "tw_split": meta["tw_split"]}
+        return meta["objective"], params, tuple(meta["walkthrough"])
 
     def game_folder(self, task: Task) -> Path:
         """The task's cached game folder (regenerated if this machine's cache lacks it)."""
