@@ -1,5 +1,7 @@
 """ee_jax: training LLM agents with Early Experience, in JAX."""
 
+import os
+
 from setuptools import find_packages, setup
 
 # Versions measured to work together (see ../shared/notes/stack.md); pinned so a fresh
@@ -24,7 +26,10 @@ CORE = [
 ]
 
 EXTRAS = {
-    "dev": ["pytest==9.2.0", "ruff==0.17.5"],
+    # openai: the official client, to test `ee-jax serve`'s protocol conformance.
+    "dev": ["pytest==9.2.0", "ruff==0.17.5", "openai==3.57.0"],
+    # `ee-jax serve`: an OpenAI-compatible chat-completions server around the sampler.
+    "serve": ["fastapi==0.163.2", "uvicorn==0.54.0"],
     # Reference implementations for parity tests and benchmarks (CPU build of torch).
     "hf": ["torch==2.13.0", "transformers==5.23.0", "accelerate==1.15.0"],
     # Third-party text environments (ScienceWorld and TextWorldExpress need Java >= 8 on PATH;
@@ -34,11 +39,18 @@ EXTRAS = {
     "gpu": ["jax[cuda12]==0.10.2"],
 }
 
+def _readme() -> str:
+    if not os.path.exists("README.md"):
+        return ""
+    with open("README.md", encoding="utf-8") as f:
+        return f.read()
+
+
 setup(
     name="ee_jax",
     version="0.1.0",
     description="Early Experience for LLM agents: collection, world modeling, reflection and RL in JAX",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=_readme(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["ee_jax", "ee_jax.*"]),

@@ -6,7 +6,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_ruff_clean():
-    out = subprocess.run([sys.executable, "-m", "ruff", "check", "ee_jax", "tests", "bench"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "ee_jax", "tests", "bench", "setup.py"], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 

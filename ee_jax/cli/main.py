@@ -108,9 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     sa.set_defaults(func=cmd_lm_sample)
 
-    from ee_jax.cli import envs
+    from ee_jax.cli import collect, data, envs, serve
 
     envs.add_parser(sub)
+    data.add_parser(sub)
+    collect.add_parser(sub)
+    serve.add_parser(sub)
     return p
 
 

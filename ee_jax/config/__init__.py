@@ -12,9 +12,13 @@ from ee_jax.config.schema import (
     DataConfig,
     DistributedConfig,
     EnvConfig,
+    ExperienceConfig,
+    ExploreConfig,
     MeshConfig,
     ModelConfig,
     OptimizerConfig,
+    PromptConfig,
+    ReflectConfig,
     RopeScalingConfig,
     SamplerConfig,
     TokenizerConfig,
@@ -23,7 +27,9 @@ from ee_jax.config.schema import (
 from ee_jax.config.validate import resolve_mesh_shape, validate, validate_mesh
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "EnvConfig", "DistributedConfig", "MeshConfig", "ModelConfig",
+    "Config", "ConfigError", "DataConfig", "EnvConfig", "ExperienceConfig", "ExploreConfig", "PromptConfig",
+    "ReflectConfig",
+    "DistributedConfig", "MeshConfig", "ModelConfig",
     "OptimizerConfig", "RopeScalingConfig", "SamplerConfig", "TokenizerConfig", "TrainConfig",
     "config_from_dict", "config_to_dict", "load_config", "resolve_mesh_shape", "save_config",
     "validate", "validate_mesh",

@@ -134,10 +134,75 @@ class TokenizerConfig:
 
 @dataclass
 class DataConfig:
-    """Text corpus for ``ee-jax lm``; empty path -> the corpus shipped with the package."""
+    """Training data. ``text_path``/``valid_fraction``: the text corpus of ``ee-jax lm`` (empty path ->
+    the corpus shipped with the package). The rest: the experience pipelines (records -> rendered
+    tokens + loss mask -> packed batches)."""
 
     text_path: str = ""
     valid_fraction: float = 0.05
+    packing: bool = True  # FirstFit-pack several examples per row (segment ids + positions)
+    packing_bins: int = 16  # rows the packer keeps open at once
+    sr_mix: dict[str, float] = field(default_factory=lambda: {"reflection": 1.0, "expert_step": 1.0})
+    include_dropped_reflections: bool = False  # train on reflections a filter dropped (for ablations)
+    shuffle: bool = True
+    read_threads: int = 0  # grain ReadOptions.num_threads; 0 = read in the calling thread (best on 2 cores)
+
+
+@dataclass
+class PromptConfig:
+    """The one state renderer: how a state becomes the text every stage trains and acts on."""
+
+    history_window: int = 4  # past (action, observation) steps shown
+    max_observation_chars: int = 1200  # longer observations keep their head and tail
+    show_admissible: bool = True  # list admissible actions (closed action spaces)
+    max_admissible: int = 64  # list at most this many (sorted); the rest are summarised as a count
+
+
+@dataclass
+class ExploreConfig:
+    """K alternatives per expert state (``ee-jax collect explore``)."""
+
+    k: int = 8
+    strategy: str = "uniform"  # uniform | policy | mixed
+    policy_fraction: float = 0.5  # mixed: share of the K drawn from the policy, the rest uniform
+    temperature: float = 1.0  # policy proposals
+    proposals_per_alternative: int = 2  # policy samples drawn per wanted alternative (before dedup)
+    max_new_tokens: int = 32
+    policy_stage: str = ""  # checkpoint stage of run_dir proposing actions; "" -> the untrained model
+    batch_states: int = 64  # expert states whose policy calls are batched together
+
+
+@dataclass
+class ReflectConfig:
+    """Self-reflection generation (``ee-jax collect reflect``) and its filters."""
+
+    generator: str = "template"  # template | self | http
+    alternatives: int = 3  # alternatives shown per reflection (the paper: up to 3)
+    temperature: float = 0.7
+    max_new_tokens: int = 256
+    policy_stage: str = ""  # self: checkpoint stage writing reflections; "" -> the untrained model
+    batch_size: int = 16  # self: prompts per sampler call
+    url: str = ""  # http: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
+    model: str = ""  # http: model name sent to the endpoint
+    api_key_env: str = ""  # http: name of the environment variable holding the API key (never logged)
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    concurrency: int = 4
+    min_words: int = 8
+    max_words: int = 400
+
+
+@dataclass
+class ExperienceConfig:
+    """Collection of expert trajectories (oracle or a JSONL file) into the run's data store."""
+
+    tasks: dict[str, int] = field(default_factory=lambda: {"train": 64, "valid": 16})  # expert tasks per split
+    source: str = "oracle"  # oracle | jsonl
+    trajectories: str = ""  # jsonl: path of the trajectory file (docs/data.md gives the format)
+    on_bad_line: str = "fail"  # jsonl: fail | skip (skipped lines are listed in the manifest)
+    tasks_per_shard: int = 32  # work unit of resume: one shard per this many tasks/trajectories
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
+    reflect: ReflectConfig = field(default_factory=ReflectConfig)
 
 
 @dataclass
@@ -167,3 +232,5 @@ class Config:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    experience: ExperienceConfig = field(default_factory=ExperienceConfig)

@@ -14,6 +14,10 @@ CHOICES = {
     "optimizer.schedule": ("cosine", "linear", "constant"),
     "tokenizer.kind": ("sentencepiece", "hf"),
     "tokenizer.template": ("plain", "chatml", "llama3", "gemma"),
+    "experience.source": ("oracle", "jsonl"),
+    "experience.on_bad_line": ("fail", "skip"),
+    "experience.explore.strategy": ("uniform", "policy", "mixed"),
+    "experience.reflect.generator": ("template", "self", "http"),
 }
 
 
@@ -63,6 +67,7 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if not 0 < s.top_p <= 1:
         _fail("sampler.top_p", s.top_p, "in (0, 1]")
     validate_env(cfg)
+    validate_experience(cfg)
     if num_devices is not None:
         validate_mesh(cfg, num_devices)
 
@@ -88,6 +93,44 @@ def validate_env(cfg: Config) -> None:
         _fail("env.name", e.name, f"an importable environment ({err})")
     if e.difficulty and e.difficulty not in cls.difficulties:
         _fail("env.difficulty", e.difficulty, f"one of {list(cls.difficulties)} for env {e.name!r} (or 0 = default)")
+
+
+def validate_experience(cfg: Config) -> None:
+    """Collection and pipeline settings: counts positive, splits known, fractions in range."""
+    from ee_jax.envs.base import SPLITS
+
+    x = cfg.experience
+    for split, n in x.tasks.items():
+        if split not in SPLITS:
+            _fail(f"experience.tasks.{split}", n, "a split key among " + ", ".join(SPLITS))
+        if not isinstance(n, int) or n < 0:
+            _fail(f"experience.tasks.{split}", n, "a non-negative integer")
+    if x.source == "jsonl" and not x.trajectories:
+        _fail("experience.trajectories", x.trajectories, "a JSONL path when experience.source=jsonl")
+    for key, value in (("experience.tasks_per_shard", x.tasks_per_shard), ("experience.explore.k", x.explore.k),
+                       ("experience.explore.batch_states", x.explore.batch_states),
+                       ("experience.explore.proposals_per_alternative", x.explore.proposals_per_alternative),
+                       ("experience.reflect.alternatives", x.reflect.alternatives),
+                       ("experience.reflect.batch_size", x.reflect.batch_size),
+                       ("experience.reflect.concurrency", x.reflect.concurrency),
+                       ("prompt.max_observation_chars", cfg.prompt.max_observation_chars)):
+        if value <= 0:
+            _fail(key, value, "a positive integer")
+    if not 0 <= x.explore.policy_fraction <= 1:
+        _fail("experience.explore.policy_fraction", x.explore.policy_fraction, "in [0, 1]")
+    if x.reflect.generator == "http" and not (x.reflect.url and x.reflect.model):
+        _fail("experience.reflect.url", x.reflect.url,
+              "an endpoint URL and experience.reflect.model for generator=http")
+    if x.reflect.min_words > x.reflect.max_words:
+        _fail("experience.reflect.min_words", x.reflect.min_words,
+              f"<= experience.reflect.max_words={x.reflect.max_words}")
+    if cfg.prompt.history_window < 0:
+        _fail("prompt.history_window", cfg.prompt.history_window, "a non-negative integer")
+    for name, w in cfg.data.sr_mix.items():
+        if name not in ("reflection", "expert_step"):
+            _fail(f"data.sr_mix.{name}", w, "keys 'reflection' and 'expert_step'")
+        if w < 0:
+            _fail(f"data.sr_mix.{name}", w, ">= 0")
 
 
 def resolve_mesh_shape(cfg: Config, num_devices: int) -> tuple[int, int, int]:

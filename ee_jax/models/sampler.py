@@ -137,8 +137,11 @@ class Sampler:
     def _decode_fn(self, params, layers, carry, stop_ids, key, temperature, top_p, *, steps, top_k, greedy):
         def body(i, carry):
             cache, logits, pos, done, out, lps = carry
-            k = jax.random.fold_in(key, pos[0] * 0 + i)
-            keys = jax.vmap(lambda r: jax.random.fold_in(k, r))(jnp.arange(logits.shape[0]))
+            if key.ndim == 0:  # one key for the batch: row r draws from fold_in(fold_in(key, i), r)
+                k = jax.random.fold_in(key, pos[0] * 0 + i)
+                keys = jax.vmap(lambda r: jax.random.fold_in(k, r))(jnp.arange(logits.shape[0]))
+            else:  # a key per row, drawn as if that row were row 0 of a batch of its own
+                keys = jax.vmap(lambda kr: jax.random.fold_in(jax.random.fold_in(kr, pos[0] * 0 + i), 0))(key)
             tok, lp = jax.vmap(lambda lg, kk: _choose(lg[None], kk, temperature, top_k, top_p, greedy))(logits, keys)
             tok, lp = tok[:, 0], lp[:, 0]
             tok = jnp.where(done, 0, tok)
@@ -181,8 +184,15 @@ class Sampler:
 
     def generate(self, prompts: Sequence[str | Sequence[int]], *, max_new_tokens: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 stop: Sequence[str] | None = None, stop_ids: Sequence[int] = (), seed: int = 0) -> list[Sample]:
-        """Continue each prompt. Settings default to the :class:`SamplerConfig` given at construction."""
+                 stop: Sequence[str] | None = None, stop_ids: Sequence[int] = (),
+                 seed: int | Sequence[int] = 0) -> list[Sample]:
+        """Continue each prompt. Settings default to the :class:`SamplerConfig` given at construction.
+
+        ``seed``: an int seeds the whole batch (a row's draws depend on its index in the batch); a
+        sequence gives each prompt its own seed, and row ``i`` then samples exactly what
+        ``generate([prompts[i]], seed=seed[i])`` would, whatever it is batched with (seeds are taken
+        modulo 2**32).
+        """
         c = self.cfg
         max_new = c.max_new_tokens if max_new_tokens is None else max_new_tokens
         temperature = c.temperature if temperature is None else temperature
@@ -194,28 +204,32 @@ class Sampler:
             raise ValueError("every prompt needs at least one token")
         n = len(encoded)
         b = _bucket(n, c.batch_buckets, self.data_parallel)
-        t = _bucket(max(len(e) for e in encoded), c.prefill_buckets)
+        longest, limit = max(len(e) for e in encoded), self.model_cfg.max_seq_len
+        if longest + max_new > limit:
+            raise ValueError(f"prompt of {longest} tokens + {max_new} new tokens exceeds model.max_seq_len={limit}")
+        t = _bucket(longest, c.prefill_buckets)
         steps = -(-max_new // self.chunk) * self.chunk
-        if t + steps > self.model_cfg.max_seq_len:
-            raise ValueError(f"prompt bucket {t} + {steps} new tokens exceeds model.max_seq_len="
-                             f"{self.model_cfg.max_seq_len}")
+        # Near the context limit the bucketed cache is cut to max_seq_len: a row only writes past the
+        # end (clamped to the last slot) after its max_new tokens are drawn, so what it returns is intact.
+        cache_len = min(t + steps, limit)
+        t = min(t, cache_len)
         tokens = np.zeros((b, t), np.int32)
         lengths = np.ones((b,), np.int32)
         for i, e in enumerate(encoded):
             tokens[i, : len(e)] = e
             lengths[i] = len(e)
         stop_arr = self._stop_ids(stop_ids)
-        key = jax.random.key(seed)
+        key = self._keys(seed, n, b)
         with use_mesh(self.mesh):
             layers = self._unstack(self.params)
             tok_dev = jax.device_put(tokens, self._row_sharding)
-            logits, cache = self._prefill(self.params, layers, tok_dev, jnp.asarray(lengths), cache_len=t + steps)
+            logits, cache = self._prefill(self.params, layers, tok_dev, jnp.asarray(lengths), cache_len=cache_len)
             done = jnp.asarray(np.arange(b) >= n)
             carry = (cache, logits, jnp.asarray(lengths), done)
             outs, lps = [], []
             for start in range(0, steps, self.chunk):
                 carry, out, lp = self._decode(
-                    self.params, layers, carry, jnp.asarray(stop_arr), jax.random.fold_in(key, start),
+                    self.params, layers, carry, jnp.asarray(stop_arr), self._fold_in(key, start),
                     jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
                     steps=self.chunk, top_k=int(top_k), greedy=temperature == 0,
                 )
@@ -228,6 +242,24 @@ class Sampler:
         out = np.concatenate(outs, 1)[:n, :max_new]
         lp = np.concatenate(lps, 1)[:n, :max_new]
         return [self._finish(out[i], lp[i], stop_arr, stop) for i in range(n)]
+
+    @staticmethod
+    def _keys(seed, n: int, b: int):
+        """One PRNG key for an int ``seed``; for a sequence, one key per row (padding rows get seed 0)."""
+        if isinstance(seed, int | np.integer):
+            return jax.random.key(seed)
+        seeds = [int(s) for s in seed]
+        if len(seeds) != n:
+            raise ValueError(f"seed has {len(seeds)} entries for {n} prompts; give one per prompt or one int")
+        # uint32 seeds give the same key as jax.random.key(int) for 0 <= seed < 2**32.
+        padded = np.asarray([s % 2**32 for s in seeds] + [0] * (b - n), np.uint32)
+        return jax.vmap(jax.random.key)(jnp.asarray(padded))
+
+    @staticmethod
+    def _fold_in(key, data: int):
+        if key.ndim == 0:
+            return jax.random.fold_in(key, data)
+        return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
 
     def _all_stopped(self, out: np.ndarray, stop: list[str]) -> bool:
         return all(any(s in self.tokenizer.decode(row.tolist()) for s in stop) for row in out)

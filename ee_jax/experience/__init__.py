@@ -1,0 +1,1 @@
+"""Experience: record schemas, the state renderer, the shard store, and the collect stages."""

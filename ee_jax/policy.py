@@ -1,0 +1,111 @@
+"""A policy: a model's parameters with its config, tokenizer, chat template and mesh.
+
+Everything that *runs* a model outside the train step (policy-proposed alternatives, ``self``
+reflections, ``ee-jax serve``, evaluation) loads it through :func:`load_policy`, so they all agree on
+which weights, tokenizer and template a run directory means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from ee_jax.config import Config, load_config
+
+
+@dataclasses.dataclass
+class Policy:
+    """Weights plus what is needed to prompt them. ``source`` says where the weights came from."""
+
+    cfg: Config
+    graphdef: Any
+    params: Any
+    tokenizer: Any
+    mesh: Any
+    source: str  # "checkpoint:DIR@STEP" | "init:seed=N"
+
+    @property
+    def template(self) -> str:
+        return self.cfg.tokenizer.template
+
+    def sampler(self):
+        """A :class:`~ee_jax.models.sampler.Sampler` over these weights (stops at end of turn)."""
+        from ee_jax.models.sampler import Sampler
+        from ee_jax.tokenizer import get_template
+
+        scfg = self.cfg.sampler
+        stop = list(dict.fromkeys(list(scfg.stop) + list(get_template(self.template).stop_strings)))
+        scfg = dataclasses.replace(scfg, stop=stop)
+        return Sampler(self.graphdef, self.params, self.cfg.model, self.mesh, self.tokenizer, scfg)
+
+
+def run_tokenizer(cfg: Config):
+    """The tokenizer of a run: ``tokenizer.path`` if set, else the run's trained ``tokenizer/spm.model``."""
+    from ee_jax.tokenizer import SentencePieceTokenizer, load_tokenizer
+
+    if cfg.tokenizer.path:
+        return load_tokenizer(cfg.tokenizer)
+    path = os.path.join(cfg.run_dir, "tokenizer", "spm.model")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"run {cfg.run_dir!r} has no tokenizer: {path} does not exist and tokenizer.path "
+                                f"is empty (scratch runs train it from their expert data first)")
+    return SentencePieceTokenizer(path)
+
+
+def checkpoint_stages(run_dir: str) -> list[str]:
+    """Stages of ``run_dir`` that have at least one finished checkpoint."""
+    from ee_jax.checkpoint import Checkpointer
+
+    root = os.path.join(run_dir, "ckpt")
+    stages = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        with Checkpointer(os.path.join(root, name), async_save=False) as ck:
+            if ck.latest_step() is not None:
+                stages.append(name)
+    return stages
+
+
+def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage: str | None = None,
+                overrides: list[str] | None = None, init_if_missing: bool = False, mesh=None) -> Policy:
+    """Load the policy of ``run_dir`` (its ``config.yaml``) or of ``cfg``.
+
+    ``stage`` picks ``ckpt/STAGE`` (default: the only stage with a checkpoint); ``stage="init"`` is
+    the randomly initialised model of ``cfg.model`` (seed ``cfg.seed``), the "current model" of a
+    scratch run before any training, which ``init_if_missing=True`` also falls back to.
+    """
+    from ee_jax.checkpoint import Checkpointer
+    from ee_jax.models.factory import abstract_model, init_params
+    from ee_jax.parallel import make_mesh
+    from ee_jax.train import make_optimizer
+    from ee_jax.train.state import abstract_state
+
+    if cfg is None:
+        if run_dir is None:
+            raise ValueError("load_policy needs run_dir or cfg")
+        path = os.path.join(run_dir, "config.yaml")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{run_dir!r} has no config.yaml: not an ee-jax run directory")
+        cfg = load_config(path, overrides)
+    run_dir = cfg.run_dir if run_dir is None else run_dir
+    tok = run_tokenizer(dataclasses.replace(cfg, run_dir=run_dir))
+    if cfg.model.vocab_size != tok.vocab_size:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
+    mesh = make_mesh(cfg) if mesh is None else mesh
+    stages = checkpoint_stages(run_dir)
+    if stage is None and len(stages) > 1:
+        raise ValueError(f"run {run_dir!r} has checkpoints for stages {stages}; choose one with stage=")
+    stage = stage or (stages[0] if stages else None)
+    if stage is None or stage not in stages:
+        if not init_if_missing and stage != "init":
+            raise FileNotFoundError(f"run {run_dir!r} has no checkpoint for stage {stage!r} (stages with "
+                                    f"checkpoints: {stages or 'none'})")
+        graphdef, params = init_params(cfg.model, mesh, seed=cfg.seed)
+        return Policy(cfg, graphdef, params, tok, mesh, source=f"init:seed={cfg.seed}")
+    graphdef, abs_params = abstract_model(cfg.model, mesh)
+    target = abstract_state(make_optimizer(cfg.optimizer, cfg.train.steps), abs_params, mesh)
+    ckpt_dir = os.path.join(run_dir, "ckpt", stage)
+    with Checkpointer(ckpt_dir, async_save=False) as ckpt:
+        step = ckpt.latest_step()
+        restored, _ = ckpt.restore(step, target=target.as_dict())
+    return Policy(cfg, graphdef, restored["params"], tok, mesh, source=f"checkpoint:{ckpt_dir}@{step}")
