@@ -10,8 +10,10 @@ trained on is exactly what it is prompted with at inference:
   ``reflection_target(text, expert.action)``, mixed with ``expert_step`` records rendered as in ``il``
   (weights ``data.sr_mix``).
 
-The loss covers the target (and its end-of-turn / EOS) only; a prompt that does not fit is cut from the
-start, a target that does not fit is never cut: the example is dropped (``None``) and counted.
+The loss covers the target (and its end-of-turn / EOS) only. A prompt that does not fit is re-rendered
+with less history and shorter observations (``prompts.shrinking_prompt_cfgs``, the same rule inference
+uses) and only then cut from the start; a target that does not fit is never cut: the example is
+dropped (``None``) and counted.
 """
 
 from __future__ import annotations
@@ -55,13 +57,17 @@ def render_record(record: dict, objective: str, tokenizer, template, prompt_cfg:
     Returns None when the target (with end-of-turn and BOS) alone is longer than ``max_len``: the
     target is never truncated, the caller counts the example as dropped.
     """
-    prompt, target = prompt_and_target(record, objective, prompt_cfg)
-    try:
-        return render_example(tokenizer, template, prompt, target, max_len=max_len)
-    except ValueError as e:
-        if "never truncated" in str(e):
-            return None
-        raise
+    for cfg in prompts.shrinking_prompt_cfgs(prompt_cfg):
+        prompt, target = prompt_and_target(record, objective, cfg)
+        try:
+            ex = render_example(tokenizer, template, prompt, target, max_len=max_len)
+        except ValueError as e:
+            if "never truncated" in str(e):
+                return None
+            raise
+        if not ex.truncated:
+            return ex
+    return ex
 
 
 def sources_for(objective: str, cfg: Config) -> dict[str, float]:

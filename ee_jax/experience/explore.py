@@ -48,6 +48,13 @@ def uniform_alternatives(admissible, expert: str, k: int, rng: random.Random, ex
     return rng.sample(pool, min(k, len(pool)))
 
 
+def policy_count(strategy: str, k: int, policy_fraction: float, closed: bool) -> int:
+    """How many of the K alternatives the policy proposes (all of them for open action spaces)."""
+    if strategy == "uniform":
+        return 0
+    return k if strategy == "policy" or not closed else round(k * policy_fraction)
+
+
 def choose_alternatives(state: State, expert: str, strategy: str, k: int, policy_fraction: float,
                         proposals: list[str], rng: random.Random) -> tuple[list[tuple[str, str]], dict]:
     """``[(action, source)]`` for one state, and counters (replaced, topped_up, duplicates, short)."""
@@ -58,7 +65,7 @@ def choose_alternatives(state: State, expert: str, strategy: str, k: int, policy
             raise ValueError("strategy=uniform needs a closed action space; this environment's is open: "
                              "use experience.explore.strategy=policy")
         return [(a, "uniform") for a in uniform_alternatives(state.admissible, expert, k, rng)], counts
-    k_policy = k if strategy == "policy" or not closed else round(k * policy_fraction)
+    k_policy = policy_count(strategy, k, policy_fraction, closed)
     by_key = {canonical(a).lower(): a for a in state.admissible} if closed else {}
     chosen: list[tuple[str, str]] = []
     seen = {canonical(expert).lower()}
@@ -104,14 +111,17 @@ class PolicyProposer:
 
     def propose(self, states: list[State], keys: list[tuple], n_each: int) -> list[list[str]]:
         """``n_each`` parsed replies per state; ``keys`` seed each state's samples independently of batching."""
-        from ee_jax.experience.prompts import parse_action, policy_prompt
+        from ee_jax.experience.prompts import parse_action, policy_prompt, shrinking_prompt_cfgs
 
         x = self.cfg.experience.explore
-        budget = self.cfg.model.max_seq_len - x.max_new_tokens
+        budget = self.policy.cfg.model.max_seq_len - x.max_new_tokens
         rows, seeds = [], []
         for state, key in zip(states, keys):
-            ids = list(self._render(policy_prompt(state, self.cfg.prompt)))
-            if len(ids) > budget:  # keep BOS and the most recent context
+            for pcfg in shrinking_prompt_cfgs(self.cfg.prompt):  # the shortening rule training uses
+                ids = list(self._render(policy_prompt(state, pcfg)))
+                if len(ids) <= budget:
+                    break
+            if len(ids) > budget:  # last resort: keep BOS and the most recent context
                 ids = ids[:1] + ids[len(ids) - budget + 1:]
             for j in range(n_each):
                 rows.append(ids)
@@ -195,10 +205,10 @@ def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
         steps = [s for t in trajs for s in t]
         proposals: list[list[str]] = [[] for _ in steps]
         policy_s = 0.0
-        if proposer is not None:
+        if proposer is not None and policy_count(x.strategy, x.k, x.policy_fraction, env.action_space == "closed"):
             t0 = time.perf_counter()
-            n_each = max(1, round(x.k * (x.policy_fraction if x.strategy == "mixed" else 1.0)
-                                  * x.proposals_per_alternative))
+            n_each = policy_count(x.strategy, x.k, x.policy_fraction, env.action_space == "closed") \
+                * x.proposals_per_alternative
             for start in range(0, len(steps), x.batch_states):
                 batch = steps[start:start + x.batch_states]
                 proposals[start:start + len(batch)] = proposer.propose(

@@ -18,7 +18,6 @@ so a case gets the same text whatever it is batched with.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import urllib.parse
@@ -26,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ee_jax.config import Config, PromptConfig
+from ee_jax.experience.prompts import shrinking_prompt_cfgs
 from ee_jax.experience.rationale import RATIONALE_VERSION, template_rationale
 from ee_jax.experience.reflection import PROMPT_VERSION, ReflectionCase, case_seed, reflection_messages
 
@@ -92,15 +92,6 @@ class TemplateGenerator(_Errors):
         return out
 
 
-def _fallback_prompt_cfgs(cfg: PromptConfig) -> list[PromptConfig]:
-    """``cfg``, then tighter versions of it, for prompts that do not fit the model's context."""
-    chars = cfg.max_observation_chars
-    tighter = [cfg, dataclasses.replace(cfg, history_window=min(cfg.history_window, 1),
-                                        max_observation_chars=min(chars, 600)),
-               dataclasses.replace(cfg, history_window=0, max_observation_chars=min(chars, 200))]
-    return [c for i, c in enumerate(tighter) if c not in tighter[:i]]  # dataclasses are not hashable
-
-
 class SelfGenerator(_Errors):
     """Reflections written by the policy model itself through its sampler (the paper's setting).
 
@@ -133,7 +124,7 @@ class SelfGenerator(_Errors):
         from ee_jax.tokenizer import render_prompt
 
         room = self.policy.cfg.model.max_seq_len - self.cfg.max_new_tokens
-        for pcfg in _fallback_prompt_cfgs(self.prompt_cfg):
+        for pcfg in shrinking_prompt_cfgs(self.prompt_cfg):
             messages = reflection_messages(case, pcfg, max_words=self.cfg.max_words)
             ids = render_prompt(self.policy.tokenizer, self.policy.template, messages)
             if len(ids) <= room:

@@ -13,6 +13,8 @@ and inference can never disagree on a prompt:
 
 from __future__ import annotations
 
+import dataclasses
+
 from ee_jax.config import PromptConfig
 from ee_jax.experience.schema import State
 
@@ -74,6 +76,23 @@ def world_model_prompt(state: State, action: str, cfg: PromptConfig) -> str:
     """The world-model question for (state, action): its own instruction, the action, then the slot."""
     lines = [WORLD_MODEL_INSTRUCTION, *context_lines(state, cfg), f"Action taken: {action}", "Next observation?"]
     return "\n".join(lines) + "\n"
+
+
+def shrinking_prompt_cfgs(cfg: PromptConfig) -> list[PromptConfig]:
+    """``cfg``, then ever tighter versions of it (history halved down to none, then observations
+    clipped to 600 and 200 characters): the order in which every stage shortens a prompt that does not
+    fit the model's context, so training and inference shorten it the same way. The instruction and
+    the current observation's head and tail survive; only when even the last one is too long are
+    tokens cut from the start."""
+    out = [cfg]
+    h = cfg.history_window
+    while h > 0:
+        h //= 2
+        out.append(dataclasses.replace(out[-1], history_window=h))
+    for chars in (600, 200):
+        if chars < out[-1].max_observation_chars:
+            out.append(dataclasses.replace(out[-1], max_observation_chars=chars))
+    return out
 
 
 def world_model_target(next_observation: str, cfg: PromptConfig) -> str:

@@ -25,6 +25,7 @@ class RenderedExample:
 
     ids: np.ndarray  # int32 [T]
     loss_mask: np.ndarray  # float32 [T]
+    truncated: bool = False  # prompt tokens were cut from the start to fit max_len
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -137,6 +138,7 @@ def render_example(
     bos = np.asarray(_bos(tokenizer, add_bos), dtype=np.int32)
     prompt_ids = render_prompt(tokenizer, template, prompt, system=system, add_bos=False)
     target_ids = render_target(tokenizer, template, target)
+    truncated = False
     if max_len is not None:
         if max_len <= 0:
             raise ValueError(f"max_len must be positive, got {max_len}")
@@ -146,11 +148,12 @@ def render_example(
                 f"target is {len(target_ids)} tokens (with end-of-turn) + {len(bos)} BOS, "
                 f"more than max_len={max_len}; the target is never truncated"
             )
-        prompt_ids = prompt_ids[len(prompt_ids) - room :] if room < len(prompt_ids) else prompt_ids
+        truncated = room < len(prompt_ids)
+        prompt_ids = prompt_ids[len(prompt_ids) - room :] if truncated else prompt_ids
     ids = np.concatenate([bos, prompt_ids, target_ids]).astype(np.int32)
     mask = np.zeros(len(ids), dtype=np.float32)
     mask[len(ids) - len(target_ids) :] = 1.0
-    return RenderedExample(ids=ids, loss_mask=mask)
+    return RenderedExample(ids=ids, loss_mask=mask, truncated=truncated)
 
 
 def stop_token_ids(tokenizer: Tokenizer, template: ChatTemplate | str) -> list[int]:
