@@ -33,6 +33,14 @@ _API = {
     "Env": "ee_jax.envs", "Task": "ee_jax.envs", "make_env": "ee_jax.envs", "list_envs": "ee_jax.envs",
     "register_env": "ee_jax.envs", "branch": "ee_jax.envs", "branch_trajectory": "ee_jax.envs",
     "run_oracle": "ee_jax.envs", "EnvPool": "ee_jax.envs.pool",
+    # experience: collection, the state renderer, the store, pipelines, policies, serving
+    "collect_expert": "ee_jax.experience.expert", "collect_explore": "ee_jax.experience.explore",
+    "collect_reflect": "ee_jax.experience.reflect", "iter_records": "ee_jax.experience.store",
+    "State": "ee_jax.experience.schema", "policy_prompt": "ee_jax.experience.prompts",
+    "world_model_prompt": "ee_jax.experience.prompts", "parse_action": "ee_jax.experience.prompts",
+    "experience_batches": "ee_jax.data.experience_dataset", "ensure_tokenizer": "ee_jax.data.tokenizer_corpus",
+    "load_policy": "ee_jax.policy", "Policy": "ee_jax.policy", "ChatClient": "ee_jax.experience.chat_client",
+    "create_app": "ee_jax.serve",
     # checkpoints
     "Checkpointer": "ee_jax.checkpoint", "export_safetensors": "ee_jax.checkpoint",
     "import_safetensors": "ee_jax.checkpoint",

@@ -18,3 +18,10 @@ def test_no_pickle_in_package():
                 with open(os.path.join(dirpath, name), encoding="utf-8") as f:
                     text = f.read()
                 assert "import pickle" not in text and "pickle.load" not in text, name
+
+
+def test_public_api_resolves():
+    import ee_jax
+
+    for name in ee_jax.__all__:
+        assert getattr(ee_jax, name) is not None, name

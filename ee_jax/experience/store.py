@@ -217,18 +217,21 @@ def run_sharded_stage(data_dir: str, kind: str, chunks: Sequence[Sequence[Any]],
             for r in records:
                 by_split[r["split"]] = by_split.get(r["split"], 0) + 1
             write_shard(shard_path(data_dir, kind, i), records,
-                        {"kind": kind, "index": i, "settings_hash": s_hash, "units": len(chunk),
+                        {"kind": kind, "index": i, "process": pid, "settings_hash": s_hash, "units": len(chunk),
                          "by_split": by_split, "counters": counters})
             bar.update(len(chunk))
             if postfix is not None:
                 bar.set_postfix(postfix())
     finally:
         bar.close()
-    if nproc > 1:
-        from jax.experimental import multihost_utils
+    if nproc == 1:
+        return write_manifest_section(data_dir, kind, settings, n_shards, extra)
+    from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(f"ee_jax_stage_{kind}")
-    return write_manifest_section(data_dir, kind, settings, n_shards, extra) if pid == 0 else {}
+    multihost_utils.sync_global_devices(f"ee_jax_stage_{kind}_shards")  # every shard is written
+    section = write_manifest_section(data_dir, kind, settings, n_shards, extra) if pid == 0 else {}
+    multihost_utils.sync_global_devices(f"ee_jax_stage_{kind}_manifest")  # the next stage may read it
+    return section
 
 
 def write_manifest_section(data_dir: str, kind: str, settings: dict, n_shards: int, extra: dict | None = None) -> dict:
