@@ -7,12 +7,9 @@ Usage::
 
 The last stdout line is one JSON object. What is measured:
 
-(a) ``store``: a realistic experience store built here (not by the collectors): household oracle
-    trajectories on ``--tasks`` train tasks -> one ``expert_step`` per state; the expert transition plus
-    ``--k`` uniformly sampled admissible alternatives branched at every state -> ``transition`` records;
-    one template reflection per state (contrasting the first alternative's outcome with the expert's;
-    every 4th marked dropped, as a filter would) -> ``reflection`` records. Split-pure shards of
-    ``--tasks-per-shard`` tasks, written with ``write_shard``.
+(a) ``store``: a household experience store written by the collect stages themselves: oracle
+    trajectories on ``--tasks`` train tasks, ``--k`` uniform alternatives per expert state, one
+    ``template`` reflection per state (with its filter verdict); shards of ``--tasks-per-shard`` tasks.
 (b) ``tokenizer``: the run's tokenizer trained from the store (``ensure_tokenizer``, ``tokenizer.vocab_size``).
 (c) ``pipeline.<objective>``: ``experience_batches(cfg, objective, tok)`` (shuffled, repeated, packed
     unless ``--no-packing``), ``--batches`` batches timed after one untimed batch. Reported: batches/s,
@@ -33,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -50,78 +46,15 @@ from bench.machine import Section, machine_info, wait_idle  # noqa: E402
 # ------------------------------------------------------------------------------------------ store
 
 
-def _episode(env, task, k: int, rng: random.Random) -> tuple[list, list, list]:
-    """Expert steps, transitions (expert + k uniform alternatives per state) and reflections of one task."""
-    from ee_jax.envs import branch
-    from ee_jax.experience.schema import Outcome, State, Step, make_record
+def build_store(cfg) -> dict:
+    """The store of (a), written by the real collect stages; returns record counts and the build time."""
+    from ee_jax.cli.collect import run_stage
 
-    obs = env.reset(task)
-    steps, history = [], []
-    while not env.done:
-        admissible = env.admissible_actions()
-        action = env.oracle_action()
-        if action is None:
-            break
-        state = State(task.goal, tuple(history), obs, None if admissible is None else tuple(admissible))
-        nxt, reward, done, info = env.step(action)
-        steps.append((state, action, Outcome(action, nxt, reward, done, info["valid"], info["won"], info["score"])))
-        history.append(Step(action, nxt))
-        obs = nxt
-    experts, transitions, reflections, prefix = [], [], [], []
-    for i, (state, action, out) in enumerate(steps):
-        common = {"env": env.name, "task_id": task.id, "split": task.split, "traj_id": f"{task.id}/oracle",
-                  "step": i}
-        res = {"reward": out.reward, "done": out.done, "valid": out.valid, "won": out.won, "score": out.score}
-        experts.append(make_record("expert_step", **common, task=task.to_json(), state=state, action=action,
-                                   next_observation=out.observation, **res, source="expert"))
-        transitions.append(make_record("transition", **common, state=state, action=action,
-                                       next_observation=out.observation, **res, is_expert=True, source="expert"))
-        pool = [a for a in state.admissible or () if a != action]
-        alts = []
-        for b in branch(env, task, prefix, rng.sample(pool, min(k, len(pool)))):
-            o = Outcome(b.action, b.observation, b.reward, b.done, b.info["valid"], b.info["won"], b.info["score"])
-            alts.append(o)
-            transitions.append(make_record("transition", **common, state=state, action=o.action,
-                                           next_observation=o.observation, reward=o.reward, done=o.done,
-                                           valid=o.valid, won=o.won, score=o.score, is_expert=False,
-                                           source="uniform"))
-        if alts:
-            alt = alts[0]
-            text = (f"If I chose '{alt.action}', the environment would respond: \"{alt.observation}\" That does not "
-                    f"bring me closer to the task ({task.goal}). After '{action}' instead: \"{out.observation}\" "
-                    f"This moves the task forward, so '{action}' is the better choice here.")
-            verdict = "dropped" if i % 4 == 3 else "kept"
-            reflections.append(make_record("reflection", **common, state=state, expert=out, alternatives=alts[:3],
-                                           text=text, generator="template", verdict=verdict,
-                                           reason="" if verdict == "kept" else "length"))
-        prefix.append(action)
-    return experts, transitions, reflections
-
-
-def build_store(data_dir: str, n_tasks: int, k: int, tasks_per_shard: int, seed: int = 0) -> dict:
-    """Write the household store of (a) into ``data_dir``; returns record counts and the build time."""
-    from ee_jax.envs import make_env
-    from ee_jax.experience.store import shard_path, write_shard
-
-    kinds = ("expert_step", "transition", "reflection")
-    rng = random.Random(seed)
     t0 = time.perf_counter()
-    counts = dict.fromkeys(kinds, 0)
-    with make_env("household") as env:
-        tasks = env.make_tasks("train", n_tasks)
-        for shard, start in enumerate(range(0, n_tasks, tasks_per_shard)):
-            chunk: dict[str, list] = {kind: [] for kind in kinds}
-            for task in tasks[start:start + tasks_per_shard]:
-                for kind, recs in zip(kinds, _episode(env, task, k, rng)):
-                    chunk[kind] += recs
-            for kind, recs in chunk.items():
-                kept = sum(r["verdict"] == "kept" for r in recs) if kind == "reflection" else None
-                counters = {"kept_by_split": {"train": kept}} if kept is not None else {}
-                write_shard(shard_path(data_dir, kind, shard), recs,
-                            {"kind": kind, "index": shard, "settings_hash": "bench", "units": len(recs),
-                             "by_split": {"train": len(recs)}, "counters": counters})
-                counts[kind] += len(recs)
-    return {"tasks": n_tasks, "k": k, "records": counts, "build_s": round(time.perf_counter() - t0, 2)}
+    records = {kind: run_stage(cfg, stage, progress=False)["records"]
+               for stage, kind in (("expert", "expert_step"), ("explore", "transition"), ("reflect", "reflection"))}
+    return {"tasks": cfg.experience.tasks["train"], "k": cfg.experience.explore.k, "records": records,
+            "build_s": round(time.perf_counter() - t0, 2)}
 
 
 # ------------------------------------------------------------------------------------------ pipeline
@@ -228,7 +161,10 @@ def main(argv=None) -> dict:
 
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="ee_jax_bench_pipeline_")
     over = [f"run_dir={run_dir}", f"model.preset={args.preset}", f"train.seq_len={args.seq}",
-            f"train.batch_size={args.batch}", f"data.packing={not args.no_packing}"] + list(args.override)
+            f"train.batch_size={args.batch}", f"data.packing={not args.no_packing}",
+            f"experience.tasks.train={args.tasks}", "experience.tasks.valid=0", f"experience.explore.k={args.k}",
+            f"experience.tasks_per_shard={args.tasks_per_shard}", "experience.reflect.generator=template",
+            ] + list(args.override)
     cfg = load_config(None, over)
     out: dict = {"bench": "pipeline", "seq": args.seq, "batch": args.batch, "packing": cfg.data.packing,
                  "packing_bins": cfg.data.packing_bins, "read_threads": cfg.data.read_threads,
@@ -237,7 +173,7 @@ def main(argv=None) -> dict:
     if finished_shards(data_dir, "expert_step"):
         out["store"] = {"reused": data_dir}
     else:
-        out["store"] = build_store(data_dir, args.tasks, args.k, args.tasks_per_shard, cfg.seed)
+        out["store"] = build_store(cfg)
     print(f"store {out['store']}", file=sys.stderr)
     t0 = time.perf_counter()
     tok = ensure_tokenizer(cfg)

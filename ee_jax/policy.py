@@ -66,6 +66,15 @@ def checkpoint_stages(run_dir: str) -> list[str]:
     return stages
 
 
+def run_policy(cfg: Config, stage: str = "") -> Policy:
+    """The policy a collection stage of ``cfg``'s run acts with: checkpoint ``stage``, or the untrained
+    model for ``""``. A scratch run's tokenizer is trained from its records first if it is missing."""
+    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+
+    ensure_tokenizer(cfg)
+    return load_policy(cfg=cfg, stage=stage or "init")
+
+
 def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage: str | None = None,
                 overrides: list[str] | None = None, init_if_missing: bool = False, mesh=None) -> Policy:
     """Load the policy of ``run_dir`` (its ``config.yaml``) or of ``cfg``.

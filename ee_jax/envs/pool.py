@@ -151,6 +151,15 @@ class EnvPool:
         self._workers = [self._spawn() for _ in range(num_workers)]
         _LIVE_POOLS.add(self)
 
+    @classmethod
+    def from_config(cls, env_cfg) -> EnvPool:
+        """The pool a config's ``env`` section asks for (``pool_workers`` workers, its options and heap)."""
+        options = dict(env_cfg.options)
+        if env_cfg.max_steps:
+            options["max_steps"] = env_cfg.max_steps
+        return cls(env_cfg.name, num_workers=env_cfg.pool_workers, env_options=options,
+                   java_heap_mb=env_cfg.java_heap_mb)
+
     def _spawn(self) -> _Worker:
         return _Worker(self._ctx, self.env_name, self.env_options, self.env_vars)
 

@@ -111,6 +111,7 @@ def _expert_units(cfg: Config, env: Env) -> tuple[list[dict], dict, list[dict]]:
 
 def collect_expert(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Collect expert steps into ``cfg.run_dir/data``; returns the manifest section."""
+    from ee_jax.envs.pool import EnvPool
     from ee_jax.envs.registry import make_env_from_config
 
     data_dir = os.path.join(cfg.run_dir, "data")
@@ -120,7 +121,7 @@ def collect_expert(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         split_order = {s: i for i, s in enumerate(dict.fromkeys(Task.from_json(it["task"]).split for it in items))}
         items.sort(key=lambda it: split_order[it["task"]["split"]])  # stable: file / task order within a split
         chunks = chunk_units(items, cfg.experience.tasks_per_shard, key=lambda it: it["task"]["split"])
-        pool = _pool(cfg) if cfg.env.pool_workers else None
+        pool = EnvPool.from_config(cfg.env) if cfg.env.pool_workers else None
 
         def work(chunk: list[dict], index: int) -> tuple[list[dict], dict]:
             results = pool.map("ee_jax.experience.expert:expert_item", chunk) if pool else [
@@ -168,12 +169,3 @@ def _gather(results: list[dict], on_bad_line: str, source: str) -> tuple[list[di
         records += r["records"]
     return records, counters
 
-
-def _pool(cfg: Config):
-    from ee_jax.envs.pool import EnvPool
-
-    options = dict(cfg.env.options)
-    if cfg.env.max_steps:
-        options["max_steps"] = cfg.env.max_steps
-    return EnvPool(cfg.env.name, num_workers=cfg.env.pool_workers, env_options=options,
-                   java_heap_mb=cfg.env.java_heap_mb)

@@ -27,7 +27,7 @@ from collections import defaultdict
 from ee_jax.config import Config
 from ee_jax.envs.base import Task
 from ee_jax.experience.schema import State, make_record, record_state
-from ee_jax.experience.store import finished_shards, load_manifest, read_shard, run_sharded_stage, shard_path
+from ee_jax.experience.store import read_shard, run_sharded_stage, shard_path, stage_input
 
 KIND = "transition"
 
@@ -172,23 +172,18 @@ class _Timer:
 
 def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = True, policy=None) -> dict:
     """Branch K alternatives at every expert state of ``cfg.run_dir/data``; returns the manifest section."""
+    from ee_jax.envs.pool import EnvPool
     from ee_jax.envs.registry import make_env_from_config
     from ee_jax.experience.expert import KIND as EXPERT
-    from ee_jax.experience.expert import _pool
 
     x = cfg.experience.explore
     data_dir = os.path.join(cfg.run_dir, "data")
-    expert = load_manifest(data_dir).get(EXPERT)
-    expert_shards = finished_shards(data_dir, EXPERT)
-    if not expert or not expert_shards:
-        raise FileNotFoundError(f"{data_dir}: no expert data; run `ee-jax collect expert` first")
+    expert, expert_shards = stage_input(data_dir, EXPERT, "ee-jax collect expert")
     uses_policy = x.strategy != "uniform"
     if uses_policy and policy is None:
-        from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-        from ee_jax.policy import load_policy
+        from ee_jax.policy import run_policy
 
-        ensure_tokenizer(cfg)
-        policy = load_policy(cfg=cfg, stage=x.policy_stage or "init")
+        policy = run_policy(cfg, x.policy_stage)
     settings = {"env": cfg.env.name, "strategy": x.strategy, "k": x.k, "seed": cfg.seed,
                 "expert_sha256": expert["content_sha256"]}
     if uses_policy:
@@ -197,7 +192,7 @@ def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
                         prompt=vars(cfg.prompt))
     proposer = PolicyProposer(policy, cfg) if uses_policy else None
     env = make_env_from_config(cfg.env)
-    pool = _pool(cfg) if cfg.env.pool_workers else None
+    pool = EnvPool.from_config(cfg.env) if cfg.env.pool_workers else None
     timer = _Timer()
 
     def work(chunk: list[int], index: int) -> tuple[list[dict], dict]:

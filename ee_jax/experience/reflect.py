@@ -16,7 +16,7 @@ from ee_jax.config import Config
 from ee_jax.experience.explore import KIND as TRANSITION
 from ee_jax.experience.explore import unit_seed
 from ee_jax.experience.schema import Outcome, State, make_record
-from ee_jax.experience.store import finished_shards, load_manifest, read_shard, run_sharded_stage, shard_path
+from ee_jax.experience.store import read_shard, run_sharded_stage, shard_path, stage_input
 
 KIND = "reflection"
 
@@ -49,19 +49,11 @@ def collect_reflect(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
 
     r = cfg.experience.reflect
     data_dir = os.path.join(cfg.run_dir, "data")
-    trans = load_manifest(data_dir).get(TRANSITION)
-    shards = finished_shards(data_dir, TRANSITION)
-    if not trans or not shards:
-        raise FileNotFoundError(f"{data_dir}: no transitions; run `ee-jax collect explore` first")
+    trans, shards = stage_input(data_dir, TRANSITION, "ee-jax collect explore")
     if generator is None:
-        def loader():
-            from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-            from ee_jax.policy import load_policy
+        from ee_jax.policy import run_policy
 
-            ensure_tokenizer(cfg)
-            return load_policy(cfg=cfg, stage=r.policy_stage or "init")
-
-        generator = make_generator(cfg, loader)
+        generator = make_generator(cfg, lambda: run_policy(cfg, r.policy_stage))
     settings = {"generator": generator.name, "generator_settings": generator.settings(),
                 "prompt_version": PROMPT_VERSION, "alternatives": r.alternatives, "min_words": r.min_words,
                 "max_words": r.max_words, "seed": cfg.seed, "prompt": vars(cfg.prompt),

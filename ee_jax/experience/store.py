@@ -149,6 +149,16 @@ def _clear(data_dir: str, kind: str) -> None:
         os.remove(path)
 
 
+def stage_input(data_dir: str, kind: str, command: str) -> tuple[dict, dict[int, dict]]:
+    """The manifest section and finished shards of the ``kind`` a stage reads; a clear error naming
+    ``command`` (the one that writes them) when there are none."""
+    section = load_manifest(data_dir).get(kind)
+    shards = finished_shards(data_dir, kind)
+    if not section or not shards:
+        raise FileNotFoundError(f"{data_dir}: no {kind} records; run `{command}` first")
+    return section, shards
+
+
 class StageMismatchError(ValueError):
     """Finished shards in the run were written with different settings than this run asks for."""
 
