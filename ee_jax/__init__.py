@@ -41,6 +41,12 @@ _API = {
     "experience_batches": "ee_jax.data.experience_dataset", "ensure_tokenizer": "ee_jax.data.tokenizer_corpus",
     "load_policy": "ee_jax.policy", "Policy": "ee_jax.policy", "ChatClient": "ee_jax.experience.chat_client",
     "create_app": "ee_jax.serve",
+    # methods, evaluation, the main job, reports
+    "train_method": "ee_jax.train.recipes", "plan_method": "ee_jax.train.budget",
+    "TrainingInterrupted": "ee_jax.train", "NonFiniteLossError": "ee_jax.train",
+    "run_episodes": "ee_jax.eval", "evaluate_policy": "ee_jax.eval", "world_model_metrics": "ee_jax.eval",
+    "summarize_episodes": "ee_jax.eval", "run_experiment": "ee_jax.pipeline.experiment",
+    "build_report": "ee_jax.report", "collect_results": "ee_jax.report",
     # checkpoints
     "Checkpointer": "ee_jax.checkpoint", "export_safetensors": "ee_jax.checkpoint",
     "import_safetensors": "ee_jax.checkpoint",

@@ -39,6 +39,27 @@ class Policy:
         scfg = dataclasses.replace(scfg, stop=stop)
         return Sampler(self.graphdef, self.params, self.cfg.model, self.mesh, self.tokenizer, scfg)
 
+    def prompt_ids(self, state, prompt_cfg, max_new_tokens: int) -> list[int]:
+        """The policy prompt of ``state`` as token ids that leave ``max_new_tokens`` of the context free.
+
+        The prompt is rendered through the chat template with ``prompt_cfg``, then re-rendered with the
+        ever tighter settings of :func:`~ee_jax.experience.prompts.shrinking_prompt_cfgs` (the rule
+        training shortens prompts by) until it fits ``model.max_seq_len - max_new_tokens``; as a last
+        resort BOS and the most recent tokens are kept.
+        """
+        from ee_jax.experience.prompts import policy_prompt, shrinking_prompt_cfgs
+        from ee_jax.tokenizer import render_prompt
+
+        budget = self.cfg.model.max_seq_len - max_new_tokens
+        if budget < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
+                             f"model.max_seq_len={self.cfg.model.max_seq_len}")
+        for pcfg in shrinking_prompt_cfgs(prompt_cfg):
+            ids = render_prompt(self.tokenizer, self.template, policy_prompt(state, pcfg)).tolist()
+            if len(ids) <= budget:
+                return ids
+        return ids[:1] + ids[len(ids) - budget + 1:]  # last resort: BOS and the most recent context
+
 
 def run_tokenizer(cfg: Config):
     """The tokenizer of a run: ``tokenizer.path`` if set, else the run's trained ``tokenizer/spm.model``."""
@@ -79,7 +100,8 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
                 overrides: list[str] | None = None, init_if_missing: bool = False, mesh=None) -> Policy:
     """Load the policy of ``run_dir`` (its ``config.yaml``) or of ``cfg``.
 
-    ``stage`` picks ``ckpt/STAGE`` (default: the only stage with a checkpoint); ``stage="init"`` is
+    ``stage`` picks ``ckpt/STAGE`` (default: the only stage with a checkpoint) at its selected step
+    (``ckpt/STAGE/selection.json``, else the newest); ``stage="init"`` is
     the randomly initialised model of ``cfg.model`` (seed ``cfg.seed``), the "current model" of a
     scratch run before any training, which ``init_if_missing=True`` also falls back to.
     """
@@ -87,6 +109,7 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
     from ee_jax.models.factory import abstract_model, init_params
     from ee_jax.parallel import make_mesh
     from ee_jax.train import make_optimizer
+    from ee_jax.train.selection import selected_step
     from ee_jax.train.state import abstract_state
 
     if cfg is None:
@@ -115,6 +138,6 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
     target = abstract_state(make_optimizer(cfg.optimizer, cfg.train.steps), abs_params, mesh)
     ckpt_dir = os.path.join(run_dir, "ckpt", stage)
     with Checkpointer(ckpt_dir, async_save=False) as ckpt:
-        step = ckpt.latest_step()
+        step = selected_step(ckpt_dir) or ckpt.latest_step()  # the stage's reported checkpoint
         restored, _ = ckpt.restore(step, target=target.as_dict())
     return Policy(cfg, graphdef, restored["params"], tok, mesh, source=f"checkpoint:{ckpt_dir}@{step}")

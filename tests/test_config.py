@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import pytest
 import yaml
@@ -105,3 +106,24 @@ def test_resolved_config_round_trip(tmp_path):
     again = load_config(tmp_path / "again.yaml")
     assert dataclasses.asdict(again) == dataclasses.asdict(cfg)
     assert config_to_dict(again) == config_to_dict(cfg)
+
+
+def test_every_shipped_config_loads_and_validates():
+    """configs/**.yaml (presets, quickstart, experiments, analyses) resolve with their defaults chains."""
+    import glob
+
+    from ee_jax.config import load_config
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    paths = [p for p in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True)
+             if not os.path.basename(p).startswith("_")]
+    assert len(paths) >= 19
+    run_dirs = set()
+    for p in paths:
+        cfg = load_config(p)
+        run_dirs.add(cfg.run_dir)
+    assert len(run_dirs) == len(paths)  # no two configs write into the same run directory
+    frac = load_config(os.path.join(root, "experiments", "analysis", "household-expert-1of8.yaml"))
+    base = load_config(os.path.join(root, "experiments", "household.yaml"))
+    assert frac.experience.tasks["train"] * 8 == base.experience.tasks["train"]
+    assert frac.experience.explore.k == base.experience.explore.k and frac.recipe.seeds == [0, 1, 2]

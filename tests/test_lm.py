@@ -23,7 +23,7 @@ def ee_jax(*args: str) -> dict:
 
 def _losses(run_dir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return {r["step"]: r["train/loss"] for r in map(json.loads, f) if "train/loss" in r}
+        return {r["step"]: r["lm/train/loss"] for r in map(json.loads, f) if "lm/train/loss" in r}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_lm_learns(full_run):
     for name in ("config.yaml", "tokenizer/spm.model", "metrics.jsonl"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert os.listdir(os.path.join(run_dir, "tb"))
-    assert sorted(os.listdir(os.path.join(run_dir, "ckpt", "lm"))) == ["100", "50"]
+    assert sorted(os.listdir(os.path.join(run_dir, "ckpt", "lm"))) == ["100", "50", "selection.json"]
 
 
 def test_interrupted_run_resumes_with_identical_losses(full_run, tmp_path):

@@ -188,14 +188,23 @@ class Checkpointer:
     call :meth:`wait` before reading the files, and before exiting (``close()``/``with`` does it).
     """
 
-    def __init__(self, directory: str | os.PathLike, *, keep: int | None = 2, async_save: bool = True):
+    def __init__(self, directory: str | os.PathLike, *, keep: int | None = 2, async_save: bool = True,
+                 keep_best: bool = False):
         path = str(directory)
         if "://" not in path:
             path = os.path.abspath(path)
         self.directory = epath.Path(path)
         self.directory.mkdir(parents=True, exist_ok=True)
+        policy = None
+        if keep_best:
+            # The newest `keep` (to resume) plus the one with the highest metrics["score"] (to report).
+            from orbax.checkpoint import checkpoint_managers as cm
+
+            best = cm.BestN(get_metric_fn=lambda m: m["score"], n=1, keep_checkpoints_without_metrics=False)
+            policy = cm.AnyPreservationPolicy([cm.LatestN(n=keep), best])
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
+            max_to_keep=None if keep_best else keep,
+            preservation_policy=policy,
             save_interval_steps=1,
             enable_async_checkpointing=async_save,
             create=True,
@@ -212,8 +221,11 @@ class Checkpointer:
         metadata: dict | None = None,
         data_iterator: Any = None,
         force: bool = False,
+        score: float | None = None,
     ) -> bool:
-        """Save ``state`` (pytree of jax arrays) at ``step``; returns whether a save was started."""
+        """Save ``state`` (pytree of jax arrays) at ``step``; returns whether a save was started.
+
+        ``score`` (higher is better) ranks the checkpoint for ``keep_best``."""
         for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
             if _is_key_dtype(getattr(leaf, "dtype", None)):
                 raise TypeError(
@@ -226,7 +238,8 @@ class Checkpointer:
         items: dict[str, Any] = {_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)}
         if data_iterator is not None:
             items[_DATA] = DataStateSave(_capture_iterator_state(data_iterator))
-        return self._mngr.save(int(step), args=ocp.args.Composite(**items), force=force)
+        metrics = None if score is None else {"score": float(score)}
+        return self._mngr.save(int(step), args=ocp.args.Composite(**items), force=force, metrics=metrics)
 
     # -- restoring ------------------------------------------------------------------------------------------
 

@@ -9,23 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from ee_jax.cli.main import _emit, _split_config_args
+from ee_jax.cli.main import _emit, load_run_config
 
 STAGES = ("expert", "explore", "reflect")
 
 
 def _load(args):
-    from ee_jax.config import load_config, save_config
-    from ee_jax.runinfo import run_info
-
-    path, overrides = _split_config_args(args.config)
-    cfg = load_config(path, overrides)
-    import jax
-
-    if jax.process_index() == 0:
-        os.makedirs(cfg.run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
-    return cfg
+    return load_run_config(args.config)
 
 
 def _summary(stage: str, section: dict) -> tuple[str, dict]:

@@ -33,6 +33,23 @@ def _emit(args, human: str, payload: dict) -> None:
         print(json.dumps(payload, default=str))
 
 
+def load_run_config(items: list[str], default: str | None = None):
+    """Load ``[CONFIG.yaml] [key=value ...]`` and record it (with seeds and versions) as ``RUN/config.yaml``."""
+    import os
+
+    import jax
+
+    from ee_jax.config import load_config, save_config
+    from ee_jax.runinfo import run_info
+
+    path, overrides = _split_config_args(items)
+    cfg = load_config(path or default, overrides)
+    if jax.process_index() == 0:
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
+    return cfg
+
+
 def cmd_info(args) -> None:
     import jax
 
@@ -108,12 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     sa.set_defaults(func=cmd_lm_sample)
 
-    from ee_jax.cli import collect, data, envs, serve
+    from ee_jax.cli import collect, data, envs, serve, train
+    from ee_jax.cli import eval as eval_cli
 
     envs.add_parser(sub)
     data.add_parser(sub)
     collect.add_parser(sub)
     serve.add_parser(sub)
+    eval_cli.add_parser(sub)
+    train.add_parsers(sub)
     return p
 
 
@@ -128,8 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "config") or any(x.startswith("-") for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.config = list(args.config) + extra
+    from ee_jax.train.guard import NonFiniteLossError, TrainingInterrupted
+
     try:
         args.func(args)
+    except TrainingInterrupted as e:  # preemption: checkpointed, resume by re-running
+        print(f"ee-jax: {e}", file=sys.stderr)
+        return e.exit_code
+    except NonFiniteLossError as e:
+        print(f"ee-jax: error: {e}", file=sys.stderr)
+        return 1
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"ee-jax: error: {e}", file=sys.stderr)
         return 2

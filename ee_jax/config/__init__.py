@@ -12,12 +12,14 @@ from ee_jax.config.schema import (
     DataConfig,
     DistributedConfig,
     EnvConfig,
+    EvalConfig,
     ExperienceConfig,
     ExploreConfig,
     MeshConfig,
     ModelConfig,
     OptimizerConfig,
     PromptConfig,
+    RecipeConfig,
     ReflectConfig,
     RopeScalingConfig,
     SamplerConfig,
@@ -27,7 +29,8 @@ from ee_jax.config.schema import (
 from ee_jax.config.validate import resolve_mesh_shape, validate, validate_mesh
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "EnvConfig", "ExperienceConfig", "ExploreConfig", "PromptConfig",
+    "Config", "ConfigError", "DataConfig", "EnvConfig", "EvalConfig",
+    "RecipeConfig", "ExperienceConfig", "ExploreConfig", "PromptConfig",
     "ReflectConfig",
     "DistributedConfig", "MeshConfig", "ModelConfig",
     "OptimizerConfig", "RopeScalingConfig", "SamplerConfig", "TokenizerConfig", "TrainConfig",

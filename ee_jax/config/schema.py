@@ -218,6 +218,43 @@ class EnvConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """How the methods are trained and compared (``ee-jax train`` / ``ee-jax run``).
+
+    The paper's protocol: ``il`` trains ``epochs`` epochs on expert steps, and that number of updates
+    is the budget; ``iwm`` spends about ``wm_epochs`` of it predicting next states (stage ``iwm_wm``),
+    then imitates for the rest (stage ``iwm``); ``sr`` trains the reflection + expert mixture for the
+    same ``epochs``.
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["il", "iwm", "sr"])
+    epochs: float = 0.0  # IL epochs over the expert data; 0 -> train.steps updates per method (sr: the same)
+    wm_epochs: float = 1.0  # iwm stage 1: epochs over the transitions
+    wm_max_fraction: float = 0.5  # ... but at most this share of the budget, so imitation keeps the rest
+    init: str = ""  # "" random init (seed) | STAGE of this run | RUN_DIR:STAGE | hf:DIR (imported weights)
+    select: str = "best"  # the reported checkpoint: best (on the valid split, never test) | last
+    select_metric: str = "success"  # success (valid-split episodes) | loss (valid loss of the objective)
+    valid_tasks: int = 32  # valid-split episodes per evaluation during training (select_metric=success)
+    seeds: list[int] = field(default_factory=lambda: [0])  # ee-jax run: one training + eval per seed
+
+
+@dataclass
+class EvalConfig:
+    """The policy acting in the environment (``ee-jax eval``), and world-model metrics."""
+
+    splits: list[str] = field(default_factory=lambda: ["test", "ood"])
+    tasks: int = 100  # the first N tasks of each split: a fixed list, the same for every method
+    difficulty: int = 0  # 0 -> env.difficulty
+    temperature: float = 0.0  # 0 -> greedy
+    samples: int = 1  # episodes per task (pass@k needs samples >= k and temperature > 0)
+    pass_k: list[int] = field(default_factory=lambda: [1])
+    max_new_tokens: int = 48  # per action (reflection-trained policies think first: raise it for them)
+    max_invalid: int = 5  # invalid actions an episode may make before it is stopped (its retry budget)
+    batch_size: int = 64  # episodes acting in lockstep: one sampler call per step
+    wm_transitions: int = 256  # valid-split transitions for world-model metrics; 0 -> skip them
+
+
+@dataclass
 class Config:
     """A whole run: everything needed to reproduce it is in here."""
 
@@ -234,3 +271,5 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     experience: ExperienceConfig = field(default_factory=ExperienceConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -18,7 +18,10 @@ CHOICES = {
     "experience.on_bad_line": ("fail", "skip"),
     "experience.explore.strategy": ("uniform", "policy", "mixed"),
     "experience.reflect.generator": ("template", "self", "http"),
+    "recipe.select": ("best", "last"),
+    "recipe.select_metric": ("success", "loss"),
 }
+METHODS = ("il", "iwm", "sr")
 
 
 def _get(cfg, dotted: str):
@@ -68,6 +71,7 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         _fail("sampler.top_p", s.top_p, "in (0, 1]")
     validate_env(cfg)
     validate_experience(cfg)
+    validate_recipe(cfg)
     if num_devices is not None:
         validate_mesh(cfg, num_devices)
 
@@ -131,6 +135,39 @@ def validate_experience(cfg: Config) -> None:
             _fail(f"data.sr_mix.{name}", w, "keys 'reflection' and 'expert_step'")
         if w < 0:
             _fail(f"data.sr_mix.{name}", w, ">= 0")
+
+
+def validate_recipe(cfg: Config) -> None:
+    """Methods known, budgets non-negative, evaluation splits and pass@k consistent."""
+    from ee_jax.envs.base import SPLITS
+
+    r, e = cfg.recipe, cfg.eval
+    for m in r.methods:
+        if m not in METHODS:
+            _fail("recipe.methods", r.methods, "a list drawn from " + ", ".join(METHODS))
+    if not r.seeds or len(set(r.seeds)) != len(r.seeds):
+        _fail("recipe.seeds", r.seeds, "a non-empty list of distinct integers")
+    if r.epochs < 0 or r.wm_epochs < 0:
+        _fail("recipe.epochs" if r.epochs < 0 else "recipe.wm_epochs", min(r.epochs, r.wm_epochs), ">= 0")
+    if not 0 <= r.wm_max_fraction < 1:
+        _fail("recipe.wm_max_fraction", r.wm_max_fraction, "in [0, 1)")
+    if r.valid_tasks < 0:
+        _fail("recipe.valid_tasks", r.valid_tasks, "a non-negative integer")
+    for split in e.splits:
+        if split not in SPLITS or split in ("train", "valid"):
+            _fail("eval.splits", e.splits, "held-out splits among test, ood (train/valid are for training "
+                  "and checkpoint selection)")
+    for key in ("tasks", "samples", "max_new_tokens", "batch_size"):
+        if getattr(e, key) <= 0:
+            _fail(f"eval.{key}", getattr(e, key), "a positive integer")
+    if e.max_invalid < 0 or e.wm_transitions < 0:
+        _fail("eval.max_invalid" if e.max_invalid < 0 else "eval.wm_transitions",
+              min(e.max_invalid, e.wm_transitions), "a non-negative integer")
+    for k in e.pass_k:
+        if not 1 <= k <= e.samples:
+            _fail("eval.pass_k", e.pass_k, f"values in [1, eval.samples={e.samples}]")
+    if e.temperature < 0:
+        _fail("eval.temperature", e.temperature, ">= 0 (0 = greedy)")
 
 
 def resolve_mesh_shape(cfg: Config, num_devices: int) -> tuple[int, int, int]:

@@ -57,8 +57,11 @@ def render_record(record: dict, objective: str, tokenizer, template, prompt_cfg:
     Returns None when the target (with end-of-turn and BOS) alone is longer than ``max_len``: the
     target is never truncated, the caller counts the example as dropped.
     """
+    # Only the prompt shrinks: a shrunk config also clips observations, and the iwm target (the next
+    # observation) must stay the one rendered with ``prompt_cfg`` whatever the prompt's length.
+    _, target = prompt_and_target(record, objective, prompt_cfg)
     for cfg in prompts.shrinking_prompt_cfgs(prompt_cfg):
-        prompt, target = prompt_and_target(record, objective, cfg)
+        prompt, _ = prompt_and_target(record, objective, cfg)
         try:
             ex = render_example(tokenizer, template, prompt, target, max_len=max_len)
         except ValueError as e:

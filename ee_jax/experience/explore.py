@@ -101,28 +101,19 @@ class PolicyProposer:
     """Samples candidate actions from a policy for many states at once."""
 
     def __init__(self, policy, cfg: Config):
-        from ee_jax.tokenizer import render_prompt
-
         self.policy = policy
         self.sampler = policy.sampler()
         self.cfg = cfg
-        self._render = lambda text: render_prompt(policy.tokenizer, policy.template, text)
         self.max_rows = max(cfg.sampler.batch_buckets)
 
     def propose(self, states: list[State], keys: list[tuple], n_each: int) -> list[list[str]]:
         """``n_each`` parsed replies per state; ``keys`` seed each state's samples independently of batching."""
-        from ee_jax.experience.prompts import parse_action, policy_prompt, shrinking_prompt_cfgs
+        from ee_jax.experience.prompts import parse_action
 
         x = self.cfg.experience.explore
-        budget = self.policy.cfg.model.max_seq_len - x.max_new_tokens
         rows, seeds = [], []
         for state, key in zip(states, keys):
-            for pcfg in shrinking_prompt_cfgs(self.cfg.prompt):  # the shortening rule training uses
-                ids = list(self._render(policy_prompt(state, pcfg)))
-                if len(ids) <= budget:
-                    break
-            if len(ids) > budget:  # last resort: keep BOS and the most recent context
-                ids = ids[:1] + ids[len(ids) - budget + 1:]
+            ids = self.policy.prompt_ids(state, self.cfg.prompt, x.max_new_tokens)  # shortened as training does
             for j in range(n_each):
                 rows.append(ids)
                 seeds.append(unit_seed(self.cfg.seed, *key, j))

@@ -1,5 +1,6 @@
 """Losses, the jitted train step, schedules, the training loop and metrics."""
 
+from ee_jax.train.guard import NonFiniteLossError, TrainingInterrupted
 from ee_jax.train.loss import mean_token_loss, weighted_token_loss
 from ee_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from ee_jax.train.state import TrainState, abstract_state, create_train_state, state_shardings
@@ -7,7 +8,8 @@ from ee_jax.train.step import BATCH_KEYS, make_batch, make_eval_step, make_train
 from ee_jax.train.trainer import FitResult, evaluate, fit, global_batch
 
 __all__ = [
-    "BATCH_KEYS", "FitResult", "TrainState", "abstract_state", "create_train_state", "evaluate", "fit",
+    "BATCH_KEYS", "FitResult", "NonFiniteLossError", "TrainingInterrupted",
+    "TrainState", "abstract_state", "create_train_state", "evaluate", "fit",
     "global_batch", "learning_rate_schedule", "make_batch", "make_eval_step", "make_optimizer",
     "make_train_step", "mean_token_loss", "state_shardings", "weighted_token_loss",
 ]

@@ -1,0 +1,195 @@
+"""The policy acting in its environment: episodes on a fixed task list, batched in lockstep.
+
+Every evaluated method sees the same tasks, ``env.make_tasks(split, n)`` (the first ``n`` of the
+split), ``eval.samples`` episodes each. At each step the prompts of all active episodes go to one
+``sampler.generate`` call (in chunks of ``eval.batch_size`` rows), each row with its own seed derived
+from (seed, task index, sample index, step): an episode's actions do not depend on what it is batched
+with. A state is built exactly as expert collection builds it
+(:func:`~ee_jax.experience.expert.play_trajectory`): the task's goal, every earlier (action,
+observation) step, the current observation and the admissible actions read before acting; the prompt is
+:meth:`~ee_jax.policy.Policy.prompt_ids` of that state, and the reply is parsed with
+:func:`~ee_jax.experience.prompts.parse_action`, the renderer's own inverse.
+
+An episode ends when it is won, when the environment ends it (``done``: lost), at the step limit
+(``max_steps``), or after ``eval.max_invalid`` invalid actions (``max_invalid``; 0 = no such limit).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+from ee_jax.config import Config
+from ee_jax.envs.base import Env, Task
+from ee_jax.experience.explore import unit_seed
+from ee_jax.experience.prompts import parse_action
+from ee_jax.experience.schema import State, Step
+
+
+@dataclasses.dataclass
+class Episode:
+    """One episode in progress: where it is, and what has happened so far."""
+
+    task: Task
+    task_index: int
+    sample: int
+    seed: int
+    env: Env | None
+    observation: str = ""
+    admissible: tuple[str, ...] | None = None
+    history: list[Step] = dataclasses.field(default_factory=list)
+    transcript: list[dict] = dataclasses.field(default_factory=list)
+    reward: float = 0.0
+    score: float = 0.0
+    won: bool = False
+    invalid: int = 0
+    ended: str | None = None
+
+    def state(self) -> State:
+        """What the policy sees now (built as expert collection builds it)."""
+        return State(self.task.goal, tuple(self.history), self.observation, self.admissible)
+
+    def step_seed(self) -> int:
+        """The sampling seed of the next action: (episode seed, step)."""
+        return unit_seed(self.seed, len(self.transcript))
+
+    def to_json(self) -> dict:
+        """The episode line of ``eval/STAGE/SPLIT.jsonl``."""
+        return {"task_id": self.task.id, "split": self.task.split, "sample": self.sample, "seed": self.seed,
+                "goal": self.task.goal, "won": self.won, "score": self.score, "reward": self.reward,
+                "steps": len(self.transcript), "invalid": self.invalid, "ended": self.ended,
+                "transcript": self.transcript, "final_observation": self.observation}
+
+
+def start_episode(env: Env, task: Task, task_index: int = 0, sample: int = 0, seed: int = 0) -> Episode:
+    """Reset ``env`` to ``task``; the episode's seed is derived from (seed, task index, sample)."""
+    ep = Episode(task, task_index, sample, unit_seed(seed, task_index, sample), env)
+    ep.observation = env.reset(task)
+    ep.admissible = _admissible(env)
+    return ep
+
+
+def _admissible(env: Env) -> tuple[str, ...] | None:
+    adm = env.admissible_actions()
+    return None if adm is None else tuple(adm)
+
+
+def _advance(ep: Episode, reply: str, max_invalid: int) -> bool:
+    """Act on ``reply`` (parsed with ``parse_action``) in the episode's environment; True once it ended."""
+    action = parse_action(reply)
+    seen = ep.observation
+    result = ep.env.step(action)
+    info = result.info
+    valid = bool(info["valid"])
+    ep.transcript.append({"observation": seen, "reply": reply, "action": action, "valid": valid,
+                          "reward": float(result.reward), "done": bool(result.done)})
+    ep.history.append(Step(action, result.observation))
+    ep.observation = result.observation
+    ep.reward += float(result.reward)
+    ep.score = float(info["score"])
+    ep.won = bool(info["won"])
+    ep.invalid += not valid
+    if ep.won:
+        ep.ended = "won"
+    elif result.done:
+        ep.ended = "max_steps" if info.get("truncated") else "done"
+    elif max_invalid and ep.invalid >= max_invalid:
+        ep.ended = "max_invalid"
+    else:
+        ep.admissible = _admissible(ep.env)
+    return ep.ended is not None
+
+
+def eval_difficulty(cfg: Config) -> int | None:
+    """The difficulty of the evaluation tasks: ``eval.difficulty``, else ``env.difficulty``, else the
+    environment's default (None)."""
+    return cfg.eval.difficulty or cfg.env.difficulty or None
+
+
+def _heavy(env_name: str) -> bool:
+    """Environments whose instances are expensive (a JVM each): reuse a few instead of one per episode."""
+    from ee_jax.envs.registry import BUILTIN
+
+    return env_name not in BUILTIN
+
+
+def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None, sampler=None,
+                 progress: bool = True, seed: int | None = None) -> list[dict]:
+    """Episodes of ``policy`` on the first ``n_tasks`` (default ``eval.tasks``) tasks of ``split``.
+
+    Args:
+        policy: a :class:`~ee_jax.policy.Policy` (tokenizer, template, context length).
+        cfg: ``eval`` (samples, temperature, max_new_tokens, max_invalid, batch_size, difficulty),
+            ``env`` (name, options, max_steps, difficulty), ``prompt`` and ``seed``.
+        split: ``train`` | ``valid`` | ``test`` | ``ood``.
+        sampler: a Sampler to reuse (its compiled functions; ``sampler.params`` is read per call), else
+            ``policy.sampler()``.
+        progress: show a tqdm bar over episodes.
+        seed: default ``cfg.seed``.
+
+    Returns:
+        One dict per episode (see :meth:`Episode.to_json`), in (task, sample) order.
+    """
+    from tqdm import tqdm
+
+    from ee_jax.envs.registry import make_env_from_config
+    from ee_jax.tokenizer import stop_token_ids
+
+    e = cfg.eval
+    n_tasks = e.tasks if n_tasks is None else int(n_tasks)
+    seed = cfg.seed if seed is None else int(seed)
+    sampler = policy.sampler() if sampler is None else sampler
+    stop_ids = stop_token_ids(policy.tokenizer, policy.template)
+    envs = [make_env_from_config(cfg.env)]
+    free = list(envs)
+    try:
+        tasks = envs[0].make_tasks(split, n_tasks, difficulty=eval_difficulty(cfg))
+        pending = collections.deque((i, s) for i in range(len(tasks)) for s in range(e.samples))
+        # one live environment per episode for the built-ins; a JVM per episode would not fit in memory
+        slots = min(e.batch_size, len(pending)) if _heavy(cfg.env.name) else len(pending)
+        active: list[Episode] = []
+        finished: dict[tuple[int, int], dict] = {}
+        bar = tqdm(total=len(pending), desc=f"eval {cfg.env.name}/{split}", unit="ep", disable=not progress)
+        step = 0
+        try:
+            while pending or active:
+                while pending and len(active) < slots:
+                    if not free:
+                        envs.append(make_env_from_config(cfg.env))
+                        free.append(envs[-1])
+                    env = free.pop()
+                    i, s = pending.popleft()
+                    active.append(start_episode(env, tasks[i], i, s, seed))
+                replies = _act(policy, sampler, cfg, active, stop_ids)
+                still = []
+                for ep, reply in zip(active, replies):
+                    if _advance(ep, reply, e.max_invalid):
+                        finished[(ep.task_index, ep.sample)] = ep.to_json()
+                        free.append(ep.env)
+                        ep.env = None
+                        bar.update(1)
+                    else:
+                        still.append(ep)
+                active = still
+                step += 1
+                won = sum(f["won"] for f in finished.values())
+                bar.set_postfix(step=step, active=len(active), success=f"{won}/{len(finished)}")
+        finally:
+            bar.close()
+        return [finished[key] for key in sorted(finished)]
+    finally:
+        for env in envs:
+            env.close()
+
+
+def _act(policy, sampler, cfg: Config, active: list[Episode], stop_ids: list[int]) -> list[str]:
+    """One reply per active episode: their prompts in chunks of ``eval.batch_size`` rows."""
+    e = cfg.eval
+    prompts = [policy.prompt_ids(ep.state(), cfg.prompt, e.max_new_tokens) for ep in active]
+    seeds = [ep.step_seed() for ep in active]
+    replies: list[str] = []
+    for start in range(0, len(prompts), e.batch_size):
+        out = sampler.generate(prompts[start:start + e.batch_size], max_new_tokens=e.max_new_tokens,
+                               temperature=e.temperature, stop_ids=stop_ids, seed=seeds[start:start + e.batch_size])
+        replies += [s.text or "" for s in out]
+    return replies

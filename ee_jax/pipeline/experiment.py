@@ -1,0 +1,121 @@
+"""``ee-jax run CONFIG``: the whole comparison in one command.
+
+    expert collection -> exploration -> reflection -> tokenizer (scratch models; earlier when a
+      collection stage runs the policy) -> per seed: train il / iwm / sr -> evaluate each (test, ood, world model)
+      -> report.md, report.json, plots/
+
+Data are collected once (``seed``); every entry of ``recipe.seeds`` trains and evaluates every method
+in ``RUN/seeds/S/`` (its own run directory; ``data`` and ``tokenizer`` link to the shared ones).
+Re-running the command skips what is finished with the same settings and resumes what was
+interrupted; changed settings are refused naming the keys (``--overwrite`` redoes them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+
+from ee_jax.config import Config, save_config
+
+
+def _link(target: str, link: str) -> None:
+    if not os.path.lexists(link):
+        os.symlink(os.path.relpath(target, os.path.dirname(link)), link)
+
+
+def seed_config(cfg: Config, seed: int) -> Config:
+    """The run directory of one training seed: ``RUN/seeds/S``, sharing the data and tokenizer."""
+    from ee_jax.runinfo import run_info
+
+    scfg = dataclasses.replace(cfg, run_dir=os.path.join(cfg.run_dir, "seeds", str(seed)), seed=seed)
+    if jax.process_index() == 0:
+        os.makedirs(scfg.run_dir, exist_ok=True)
+        _link(os.path.join(cfg.run_dir, "data"), os.path.join(scfg.run_dir, "data"))
+        if not cfg.tokenizer.path:
+            _link(os.path.join(cfg.run_dir, "tokenizer"), os.path.join(scfg.run_dir, "tokenizer"))
+        save_config(scfg, os.path.join(scfg.run_dir, "config.yaml"), extra=run_info(seed))
+    return scfg
+
+
+def _eval_is_current(path: str, policy, cfg: Config) -> bool:
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    settings = old.get("settings", {})
+    same = all(settings.get(k) == v for k, v in dataclasses.asdict(cfg.eval).items())
+    return old.get("source") == policy.source and same and sorted(old.get("splits", {})) == sorted(cfg.eval.splits)
+
+
+def evaluate_method(cfg: Config, method: str, policy_stage: str, *, progress: bool = True) -> dict:
+    """Evaluate a trained method's selected checkpoint (skipped when its eval file is current)."""
+    from ee_jax.eval import evaluate_policy
+    from ee_jax.policy import load_policy
+
+    policy = load_policy(cfg=cfg, stage=policy_stage)
+    path = os.path.join(cfg.run_dir, "eval", f"{method}.json")
+    if _eval_is_current(path, policy, cfg):
+        with open(path, encoding="utf-8") as f:
+            return {**json.load(f), "skipped": True}
+    return evaluate_policy(policy, cfg, stage=method, out_dir=cfg.run_dir, progress=progress)
+
+
+def collection_stages(cfg: Config) -> list[str]:
+    """The collect stages the configured methods need (imitation alone needs only expert data)."""
+    methods = set(cfg.recipe.methods)
+    return ["expert"] + (["explore"] if methods & {"iwm", "sr"} else []) + (["reflect"] if "sr" in methods else [])
+
+
+def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) the experiment of ``cfg``; returns the summary (also in ``report.json``)."""
+    from ee_jax.cli.collect import run_stage
+    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+    from ee_jax.parallel import initialize_distributed
+    from ee_jax.report import build_report
+    from ee_jax.runinfo import run_info
+    from ee_jax.train.recipes import train_method
+
+    initialize_distributed(cfg.distributed)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if jax.process_index() == 0:
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
+
+    def timed(name: str, fn, *a, **kw):
+        start = time.perf_counter()
+        out = fn(*a, **kw)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        return out
+
+    data_dir = os.path.join(cfg.run_dir, "data")
+    # A scratch tokenizer is trained from the records that exist when a model first needs one: after
+    # all collection, unless exploration or reflection run the policy (then after the expert data).
+    # The same as `ee-jax collect all` followed by `ee-jax train`.
+    collected = {s: timed(f"collect_{s}", run_stage, cfg, s, overwrite=overwrite, progress=progress)
+                 for s in collection_stages(cfg)}
+    if not cfg.tokenizer.path:
+        timed("tokenizer", ensure_tokenizer, cfg, data_dir)
+
+    results = {}
+    for seed in cfg.recipe.seeds:
+        scfg = seed_config(cfg, seed)
+        for method in cfg.recipe.methods:
+            record = timed(f"train_{method}", train_method, scfg, method, data_dir=data_dir, overwrite=overwrite,
+                           progress=progress)
+            ev = timed(f"eval_{method}", evaluate_method, scfg, method, record["policy_stage"], progress=progress)
+            results[f"{seed}/{method}"] = {
+                "updates": record["updates"], "skipped_training": bool(record.get("skipped")),
+                **{split: ev["splits"][split]["success"] for split in ev["splits"]}}
+    report = build_report(cfg.run_dir) if jax.process_index() == 0 else {}
+    summary = {"run_dir": cfg.run_dir, "seconds": time.perf_counter() - t0, "timings": timings,
+               "collected": {s: sec.get("records") for s, sec in collected.items()}, "results": results,
+               "report": os.path.join(cfg.run_dir, "report.md")}
+    if jax.process_index() == 0:
+        with open(os.path.join(cfg.run_dir, "run_summary.json"), "w", encoding="utf-8") as f:
+            json.dump({**summary, "report_json": os.path.join(cfg.run_dir, "report.json")}, f, indent=1)
+    return {**summary, "table": report.get("table") if isinstance(report, dict) else None}

@@ -1,0 +1,152 @@
+"""``report.md``: the paper-style tables of an aggregated report (see :mod:`ee_jax.report.aggregate`)."""
+
+from __future__ import annotations
+
+NAMES = {"il": "IL", "iwm": "IWM", "sr": "SR"}
+DASH = "—"
+
+
+def method_name(method: str) -> str:
+    """Display name of a method (``il`` -> ``IL``); unknown methods as they are."""
+    return NAMES.get(method, method)
+
+
+def pct(stats: dict | None, signed: bool = False) -> str:
+    """``"42.0 ± 3.1"`` (percent) from ``{"mean", "std"}`` of fractions; a dash when missing."""
+    if not stats or stats.get("mean") is None:
+        return DASH
+    sign = "+" if signed else ""
+    mean = round(100 * stats["mean"], 1) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
+    return f"{mean:{sign}.1f} ± {100 * stats['std']:.1f}"
+
+
+def num(stats: dict | None, digits: int = 2) -> str:
+    """``"mean ± std"`` with ``digits`` decimals; a dash when missing."""
+    if not stats or stats.get("mean") is None:
+        return DASH
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def success_table(report: dict) -> list[str]:
+    """Rows = methods, per split: success % (mean ± std over seeds), Δ vs IL (pp), per-seed Wilson CI."""
+    header = ["Method"]
+    for split in report["splits"]:
+        header += [split, f"Δ vs IL ({split})", f"95% CI ({split})"]
+    rows = []
+    for method in report["methods"]:
+        row = [method_name(method)]
+        for split in report["splits"]:
+            cell = report["results"].get(method, {}).get(split)
+            if cell is None:
+                row += [DASH, DASH, DASH]
+                continue
+            lo, hi = cell["success_ci95"]["mean"]
+            row += [pct(cell["success"]), pct(cell["delta_vs_il"], signed=True), f"{100 * lo:.1f}–{100 * hi:.1f}"]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def detail_table(report: dict) -> list[str]:
+    """Per method and split: episodes per seed, score, invalid-action rate, steps and pass@k."""
+    ks = sorted({k for per in report["results"].values() for cell in per.values() for k in cell["pass@k"]},
+                key=lambda k: int(k[5:]))
+    header = ["Method", "Split", "Episodes / seed", "Score", "Invalid rate (%)", "Steps", *ks]
+    rows = []
+    for method in report["methods"]:
+        for split, cell in report["results"].get(method, {}).items():
+            episodes = sorted(set(cell["episodes"].values()))
+            rows.append([method_name(method), split, "/".join(str(e) for e in episodes), num(cell["score"]),
+                         pct(cell["invalid_rate"]), num(cell["steps"], 1),
+                         *(pct(cell["pass@k"].get(k)) for k in ks)])
+    return _table(header, rows)
+
+
+def world_model_table(report: dict) -> list[str]:
+    """Token accuracy and exact match (%) and loss of next-state prediction, per method; [] if none."""
+    rows = []
+    for method in report["methods"]:
+        wm = report["world_model"].get(method)
+        if wm:
+            rows.append([method_name(method), pct(wm["token_accuracy"]), pct(wm["exact_match"]), num(wm["loss"], 3),
+                         str(int(wm["transitions"]["mean"])) if wm["transitions"]["mean"] is not None else DASH])
+    return _table(["Method", "Token accuracy (%)", "Exact match (%)", "Loss", "Transitions"], rows) if rows else []
+
+
+def training_table(report: dict) -> list[str]:
+    """Optimizer updates per method and, per stage, its steps and the selected checkpoint per seed."""
+    rows = []
+    for method in report["methods"]:
+        tr = report["training"].get(method)
+        if not tr:
+            continue
+        stages = "; ".join(
+            f"{name}: {_seed_values(st['steps'])} steps, selected {_seed_values(st['selected_step'])}"
+            for name, st in tr["stages"].items())
+        rows.append([method_name(method), num(tr["updates"], 0), stages or DASH])
+    return _table(["Method", "Updates", "Stages (steps, selected step; per seed)"], rows) if rows else []
+
+
+def _seed_values(per_seed: dict) -> str:
+    values = list(per_seed.values())
+    return str(values[0]) if len(set(map(str, values))) == 1 else "/".join(str(v) for v in values)
+
+
+def settings_lines(settings: dict) -> list[str]:
+    """A bullet list of the run's key settings."""
+    model = settings.get("model") or {}
+    params = model.get("params")
+    size = f", {params / 1e6:.2f}M parameters" if params else ""
+    expert = settings.get("expert") or {}
+    if expert.get("source") == "data/manifest.json":
+        steps = ", ".join(f"{k}: {v}" for k, v in sorted((expert.get("steps_by_split") or {}).items()))
+        expert_text = f"{expert.get('trajectories')} trajectories ({steps} expert steps)"
+    else:
+        by_split = expert.get("trajectories_by_split") or {}
+        expert_text = ", ".join(f"{k}: {v}" for k, v in sorted(by_split.items())) + " tasks (configured)"
+    ev = settings.get("eval") or {}
+    temp = ev.get("temperature")
+    decoding = "greedy" if not temp else f"temperature {temp}"
+    epochs = settings.get("epochs")
+    budget = (f"{epochs} epochs over the expert steps" if epochs else
+              f"{settings.get('train_steps')} updates per method (train.steps)")
+    lines = [
+        f"- Environment: {settings.get('env')} (difficulty {settings.get('difficulty')})",
+        f"- Model: {model.get('preset')}{size} (d_model {model.get('d_model')}, {model.get('num_layers')} layers)",
+        f"- Expert data: {expert_text}",
+        f"- Exploration: K = {settings.get('explore_k')} alternatives per state ({settings.get('explore_strategy')}); "
+        f"reflections: {settings.get('reflection_generator')}",
+        f"- Training: {budget}, world model {settings.get('wm_epochs')} epochs (iwm); batch "
+        f"{settings.get('batch_size')} x {settings.get('seq_len')} tokens, lr {settings.get('lr')}",
+        f"- Checkpoint selection: {settings.get('select')} by valid {settings.get('select_metric')}",
+        f"- Evaluation: {ev.get('tasks')} tasks per split, {decoding}, {ev.get('samples')} sample(s) per task, "
+        f"at most {ev.get('max_invalid')} invalid actions per episode",
+        f"- Seeds: {', '.join(str(s) for s in settings.get('seeds') or [])}",
+    ]
+    return lines
+
+
+def render_markdown(report: dict, plots: list[str]) -> str:
+    """The whole ``report.md``; ``plots`` are file names under ``plots/`` to link."""
+    n = len(report["seeds"])
+    out = [f"# {report['title']}", "",
+           f"Run `{report['run_dir']}`, {n} seed{'s' if n != 1 else ''} ({', '.join(map(str, report['seeds']))}), "
+           f"written {report['created']}.", "",
+           "## Success rate (%)", "",
+           "Mean ± sample std over seeds. Δ vs IL: mean ± std of the per-seed differences (points). "
+           "95% CI: each seed's Wilson interval over its episodes, averaged over seeds.", "",
+           *success_table(report), "", "## Details", "", *detail_table(report), ""]
+    wm = world_model_table(report)
+    if wm:
+        out += ["## World model (next-state prediction)", "", *wm, ""]
+    tr = training_table(report)
+    if tr:
+        out += ["## Training budget", "", *tr, ""]
+    out += ["## Settings", "", *settings_lines(report["settings"]), ""]
+    if plots:
+        out += ["## Plots", ""] + [f"![{p[:-4]}](plots/{p})" for p in plots] + [""]
+    return "\n".join(out)

@@ -1,0 +1,61 @@
+"""Where a stage's weights start: random init, another stage or run, or imported weights.
+
+``recipe.init`` (or a stage's own ``stage:NAME``) is one of:
+
+* ``""``: random initialisation with ``seed`` (scratch models);
+* ``STAGE`` / ``stage:STAGE``: this run's checkpoint of that stage (its selected step);
+* ``RUN_DIR:STAGE``: another run's checkpoint (same model shape);
+* ``safetensors:FILE``: a file written by ``ee_jax.export_safetensors``;
+* ``hf:DIR``: a Hugging Face checkpoint directory (``*.safetensors``) matching ``model``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import jax
+
+from ee_jax.config import Config
+
+
+def _check_shapes(params, target, where: str) -> None:
+    got = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
+    if got != want:
+        bad = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))[0]
+        raise ValueError(f"{where}: the weights do not fit this run's model: {bad} has shape {got.get(bad)}, "
+                         f"the model expects {want.get(bad)}; start from a checkpoint of the same model config")
+
+
+def initial_params(cfg: Config, mesh, spec: str):
+    """``(params or None, source)`` for ``spec`` (see the module docstring); None means random init."""
+    from ee_jax.models.factory import abstract_model
+
+    if not spec:
+        return None, f"init:seed={cfg.seed}"
+    _, target = abstract_model(cfg.model, mesh)
+    if spec.startswith("hf:"):
+        import safetensors.numpy
+
+        from ee_jax.models.hf_convert import from_hf_state_dict
+
+        files = sorted(glob.glob(os.path.join(spec[3:], "*.safetensors")))
+        if not files:
+            raise FileNotFoundError(f"recipe.init={spec!r}: no *.safetensors files in {spec[3:]!r}")
+        sd = {}
+        for f in files:
+            sd.update(safetensors.numpy.load_file(f))
+        return from_hf_state_dict(sd, cfg.model, target), spec
+    if spec.startswith("safetensors:"):
+        from ee_jax.checkpoint import import_safetensors
+
+        return import_safetensors(spec[len("safetensors:"):], target), spec
+    from ee_jax.policy import load_policy
+
+    spec_stage = spec[len("stage:"):] if spec.startswith("stage:") else spec
+    run_dir, _, stage = spec_stage.rpartition(":")
+    # another run reads its own config.yaml; this run's stage uses cfg
+    policy = load_policy(run_dir, stage=stage, mesh=mesh) if run_dir else load_policy(cfg=cfg, stage=stage, mesh=mesh)
+    _check_shapes(policy.params, target, f"recipe.init={spec!r}")
+    return policy.params, policy.source

@@ -1,0 +1,181 @@
+"""The training recipes: ``il``, ``iwm`` (world-model stage, then imitation) and ``sr``.
+
+Every method trains the same model with the same masked next-token loss; what differs is the data
+(the objective's pipeline), the number of updates (:mod:`ee_jax.train.budget`) and where a stage
+starts. Each stage is an ordinary :func:`~ee_jax.train.trainer.fit` run in ``ckpt/STAGE`` (resumable,
+preemptible), evaluated on the valid split every ``train.eval_every`` steps, and its reported
+checkpoint is chosen by the same rule for every method (:mod:`ee_jax.train.selection`).
+
+``RUN/train/METHOD.json`` records the plan, the selections and the settings; a finished method
+whose settings match is skipped, a mismatch is refused naming the keys (``overwrite=True`` redoes it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import jax
+
+from ee_jax.config import Config, config_to_dict
+from ee_jax.train.budget import METHOD_STAGES, StagePlan, plan_method
+
+
+def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
+    """Everything that decides what a method's training produces (compared before skipping or resuming)."""
+    from ee_jax.data.examples import sources_for
+    from ee_jax.experience.store import load_manifest
+
+    d = config_to_dict(cfg)
+    manifest = load_manifest(data_dir)
+    kinds = sorted({k for st in METHOD_STAGES[method] for k in sources_for(_objective(st), cfg)})
+    return {
+        "method": method, "seed": cfg.seed,
+        **{k: d[k] for k in ("model", "optimizer", "data", "prompt")},
+        "train": {k: v for k, v in d["train"].items()
+                  if k not in ("stop_after_steps", "log_every", "async_checkpoint")},
+        "recipe": {k: v for k, v in d["recipe"].items() if k not in ("methods", "seeds")},
+        "template": cfg.tokenizer.template,
+        "data_content": {k: manifest.get(k, {}).get("content_sha256") for k in kinds},
+        "eval_for_selection": {k: d["eval"][k] for k in ("max_new_tokens", "max_invalid", "temperature")},
+    }
+
+
+def _objective(stage: str) -> str:
+    from ee_jax.train.budget import STAGE_OBJECTIVE
+
+    return STAGE_OBJECTIVE[stage]
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            keys += _diff(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _write_json(path: str, obj: dict) -> None:
+    if jax.process_index():
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _check_settings(cfg: Config, method: str, settings: dict, overwrite: bool) -> dict | None:
+    """The finished record when ``method`` is done with these settings; None to (re)start or resume."""
+    from ee_jax.experience.store import StageMismatchError
+
+    path = os.path.join(cfg.run_dir, "train", f"{method}.settings.json")
+    record = os.path.join(cfg.run_dir, "train", f"{method}.json")
+    if os.path.exists(path) and not overwrite:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        diff = _diff(old, settings)
+        if diff:
+            raise StageMismatchError(
+                f"{cfg.run_dir}: method {method!r} was trained with different settings ({', '.join(diff[:8])}); "
+                f"pass --overwrite (overwrite=True) to retrain it, or use another run_dir")
+        if os.path.exists(record):
+            with open(record, encoding="utf-8") as f:
+                return json.load(f)
+    if overwrite and jax.process_index() == 0:
+        for stage in METHOD_STAGES[method]:
+            shutil.rmtree(os.path.join(cfg.run_dir, "ckpt", stage), ignore_errors=True)
+        for p in (path, record):
+            if os.path.exists(p):
+                os.remove(p)
+    _write_json(path, settings)
+    return None
+
+
+def _valid_loss_batches(cfg: Config, objective: str, tokenizer, data_dir: str):
+    """Factory of one finite pass over the valid split (None when it has no records of a needed kind)."""
+    from ee_jax.data.experience_dataset import dataset_sizes, experience_batches
+
+    if not all(dataset_sizes(cfg, objective, "valid", data_dir).values()):
+        return None
+    return lambda: experience_batches(cfg, objective, tokenizer, data_dir=data_dir, split="valid",
+                                      shuffle=False, repeat=False)
+
+
+def _episode_evaluator(cfg: Config, graphdef, tokenizer, mesh):
+    """``evaluate_fn`` running ``recipe.valid_tasks`` valid-split episodes with the current weights."""
+    from ee_jax.eval.episodes import run_episodes
+    from ee_jax.policy import Policy
+
+    holder: dict = {}
+
+    def evaluate_fn(params, step: int) -> dict:
+        if "sampler" not in holder:  # compiled once, then fed each evaluation's parameters
+            holder["policy"] = Policy(cfg, graphdef, params, tokenizer, mesh, source="training")
+            holder["sampler"] = holder["policy"].sampler()
+        holder["sampler"].params = params
+        holder["policy"].source = f"training:step={step}"
+        eps = run_episodes(holder["policy"], cfg, "valid", n_tasks=cfg.recipe.valid_tasks,
+                           sampler=holder["sampler"], progress=False)
+        return {"success": sum(e["won"] for e in eps) / max(len(eps), 1), "episodes": len(eps)}
+
+    return evaluate_fn
+
+
+def train_stage(cfg: Config, plan: StagePlan, tokenizer, mesh, data_dir: str, *, progress: bool = True):
+    """Run (or resume) one stage; returns its :class:`~ee_jax.train.trainer.FitResult`."""
+    from ee_jax.data.experience_dataset import experience_batches, to_train_batch
+    from ee_jax.train.init_weights import initial_params
+    from ee_jax.train.trainer import fit
+
+    scfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=plan.steps))
+    ckpt_dir = os.path.join(cfg.run_dir, "ckpt", plan.stage)
+    params, source = (None, "resume") if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir) else \
+        initial_params(scfg, mesh, plan.init)
+    batches = experience_batches(scfg, plan.objective, tokenizer, data_dir=data_dir, split="train")
+    select = "last" if plan.stage == "iwm_wm" else cfg.recipe.select
+    evaluate_fn = None
+    if cfg.recipe.select_metric == "success" and plan.stage != "iwm_wm" and cfg.recipe.valid_tasks:
+        from ee_jax.models.factory import abstract_model
+
+        evaluate_fn = _episode_evaluator(scfg, abstract_model(cfg.model, mesh)[0], tokenizer, mesh)
+    meta = {"objective": plan.objective, "init": plan.init, "init_source": source, "seed": cfg.seed,
+            "steps_per_epoch": plan.steps_per_epoch}
+    try:
+        return fit(scfg, mesh, batches, to_train_batch, stage=plan.stage,
+                   valid_batches=_valid_loss_batches(scfg, plan.objective, tokenizer, data_dir),
+                   evaluate_fn=evaluate_fn, select=select, select_metric=cfg.recipe.select_metric, params=params,
+                   metadata=meta, progress=progress)
+    finally:
+        batches.close()
+
+
+def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overwrite: bool = False,
+                 progress: bool = True) -> dict:
+    """Train ``method`` (``il`` | ``iwm`` | ``sr``) in ``cfg.run_dir``; returns ``train/METHOD.json``."""
+    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+    from ee_jax.parallel import make_mesh
+
+    data_dir = data_dir or os.path.join(cfg.run_dir, "data")
+    settings = method_settings(cfg, method, data_dir)
+    done = _check_settings(cfg, method, settings, overwrite)
+    if done is not None:
+        return {**done, "skipped": True}
+    tok = ensure_tokenizer(cfg, data_dir)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
+    mesh = make_mesh(cfg)
+    stages = []
+    for plan in plan_method(cfg, method, tok, data_dir):
+        result = train_stage(cfg, plan, tok, mesh, data_dir, progress=progress)
+        final = result.history[-1] if result.history else {}
+        stages.append({**dataclasses.asdict(plan), "epochs": plan.epochs, "resumed_from": result.resumed_from,
+                       "selected_step": result.selection["step"], "selection": result.selection,
+                       "final_train_loss": final.get("loss")})
+    record = {"method": method, "policy_stage": METHOD_STAGES[method][-1], "stages": stages,
+              "updates": sum(s["steps"] for s in stages), "seed": cfg.seed}
+    _write_json(os.path.join(cfg.run_dir, "train", f"{method}.json"), record)
+    return record

@@ -1,0 +1,87 @@
+"""``ee-jax run`` end to end on a tiny setting: every artifact, and report numbers that equal the logs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_recipes import AGENT
+
+TINY_RUN = AGENT + [
+    "experience.reflect.alternatives=1", "recipe.epochs=1", "recipe.seeds=[0,1]", "recipe.valid_tasks=2",
+    "train.eval_every=4", "eval.tasks=3", "eval.max_new_tokens=16", "eval.wm_transitions=16",
+    "train.log_every=2",
+]
+
+
+def _run(run_dir, *extra):
+    out = subprocess.run([sys.executable, "-m", "ee_jax.cli.main", "run", *TINY_RUN, f"run_dir={run_dir}", *extra,
+                          "--no-progress", "--json"], capture_output=True, text=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("run") / "exp")
+    return run_dir, _run(run_dir)
+
+
+def test_every_artifact_exists(finished):
+    run_dir, summary = finished
+    assert summary["run_dir"] == run_dir and set(summary["collected"]) == {"expert", "explore", "reflect"}
+    for name in ("config.yaml", "data/manifest.json", "tokenizer/spm.model", "report.md", "report.json",
+                 "run_summary.json", "plots/success.png", "plots/learning_curves.png"):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    for seed in ("0", "1"):
+        s = os.path.join(run_dir, "seeds", seed)
+        assert os.path.realpath(os.path.join(s, "data")) == os.path.realpath(os.path.join(run_dir, "data"))
+        for method, stages in (("il", ["il"]), ("iwm", ["iwm_wm", "iwm"]), ("sr", ["sr"])):
+            with open(os.path.join(s, "train", f"{method}.json")) as f:
+                rec = json.load(f)
+            assert [st["stage"] for st in rec["stages"]] == stages
+            for st in stages:
+                assert os.path.exists(os.path.join(s, "ckpt", st, "selection.json"))
+            for split in ("test", "ood"):
+                assert os.path.getsize(os.path.join(s, "eval", method, f"{split}.jsonl")) > 0
+        with open(os.path.join(s, "train", "il.json")) as f, open(os.path.join(s, "train", "iwm.json")) as g:
+            assert json.load(f)["updates"] == json.load(g)["updates"]  # iwm keeps imitation's budget
+
+
+def test_report_numbers_equal_the_episode_logs(finished):
+    run_dir, _ = finished
+    with open(os.path.join(run_dir, "report.json")) as f:
+        report = json.load(f)
+    with open(os.path.join(run_dir, "report.md")) as f:
+        text = f.read()
+    checked = 0
+    for method in ("il", "iwm", "sr"):
+        for split in ("test", "ood"):
+            per_seed = []
+            for seed in ("0", "1"):
+                with open(os.path.join(run_dir, "seeds", seed, "eval", method, f"{split}.jsonl")) as f:
+                    eps = [json.loads(line) for line in f]
+                assert len(eps) == 3 and all(len(e["transcript"]) == e["steps"] for e in eps)
+                per_seed.append((sum(e["won"] for e in eps) / len(eps), sum(e["steps"] for e in eps) / len(eps),
+                                 sum(e["invalid"] for e in eps) / sum(e["steps"] for e in eps)))
+            cell = report["results"][method][split]
+            for i, key in enumerate(("success", "steps", "invalid_rate")):
+                assert [cell[key]["per_seed"][s] for s in ("0", "1")] == pytest.approx([p[i] for p in per_seed])
+                assert cell[key]["mean"] == pytest.approx(sum(p[i] for p in per_seed) / 2)
+            checked += 1
+        assert method.upper() in text
+    assert checked == 6
+
+
+def test_rerun_skips_finished_stages(finished):
+    run_dir, first = finished
+    evals = [os.path.join(run_dir, "seeds", s, "eval", f"{m}.json") for s in ("0", "1") for m in ("il", "iwm", "sr")]
+    stamps = [os.stat(p).st_mtime_ns for p in evals]
+    again = _run(run_dir)
+    assert all(r["skipped_training"] for r in again["results"].values())
+    assert [os.stat(p).st_mtime_ns for p in evals] == stamps  # evaluations of unchanged checkpoints are kept
+    strip = lambda res: {k: {x: y for x, y in v.items() if x != "skipped_training"} for k, v in res.items()}  # noqa: E731
+    assert strip(again["results"]) == strip(first["results"])
