@@ -51,14 +51,16 @@ def _eval_is_current(path: str, policy, cfg: Config) -> bool:
     return old.get("source") == policy.source and same and sorted(old.get("splits", {})) == sorted(cfg.eval.splits)
 
 
-def evaluate_method(cfg: Config, method: str, policy_stage: str, *, progress: bool = True) -> dict:
-    """Evaluate a trained method's selected checkpoint (skipped when its eval file is current)."""
+def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool = False,
+                    progress: bool = True) -> dict:
+    """Evaluate a trained method's selected checkpoint (skipped when its eval file is current and the
+    method was not retrained, ``force=False``)."""
     from ee_jax.eval import evaluate_policy
     from ee_jax.policy import load_policy
 
     policy = load_policy(cfg=cfg, stage=policy_stage)
     path = os.path.join(cfg.run_dir, "eval", f"{method}.json")
-    if _eval_is_current(path, policy, cfg):
+    if not force and _eval_is_current(path, policy, cfg):
         with open(path, encoding="utf-8") as f:
             return {**json.load(f), "skipped": True}
     return evaluate_policy(policy, cfg, stage=method, out_dir=cfg.run_dir, progress=progress)
@@ -107,7 +109,8 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         for method in cfg.recipe.methods:
             record = timed(f"train_{method}", train_method, scfg, method, data_dir=data_dir, overwrite=overwrite,
                            progress=progress)
-            ev = timed(f"eval_{method}", evaluate_method, scfg, method, record["policy_stage"], progress=progress)
+            ev = timed(f"eval_{method}", evaluate_method, scfg, method, record["policy_stage"],
+                       force=not record.get("skipped"), progress=progress)
             results[f"{seed}/{method}"] = {
                 "updates": record["updates"], "skipped_training": bool(record.get("skipped")),
                 **{split: ev["splits"][split]["success"] for split in ev["splits"]}}
