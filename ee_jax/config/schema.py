@@ -249,7 +249,7 @@ class EvalConfig:
     samples: int = 1  # episodes per task (pass@k needs samples >= k and temperature > 0)
     pass_k: list[int] = field(default_factory=lambda: [1])
     max_new_tokens: int = 48  # per action (reflection-trained policies think first: raise it for them)
-    max_invalid: int = 5  # invalid actions an episode may make before it is stopped (its retry budget)
+    max_invalid: int = 5  # invalid actions after which an episode is stopped (its retry budget); 0 -> no limit
     batch_size: int = 64  # episodes acting in lockstep: one sampler call per step
     wm_transitions: int = 256  # valid-split transitions for world-model metrics; 0 -> skip them
 
