@@ -25,13 +25,10 @@ from ee_jax.eval.world_model import world_model_metrics
 def _atomic_write(path: str, text: str) -> None:
     import jax
 
-    if jax.process_index() != 0:  # every host computes the same episodes; one writes them
-        return
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from ee_jax.experience.store import atomic_write_text
+
+    if jax.process_index() == 0:  # every host computes the same episodes; one writes them
+        atomic_write_text(path, text)
 
 
 def write_episodes(path: str, episodes: list[dict]) -> None:

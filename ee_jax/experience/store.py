@@ -44,11 +44,13 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename (never a half-written file)."""
+def atomic_write_text(path: str, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` via a temporary file, fsync and rename (never a half-written
+    file); the folder is created if needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(text.encode("utf-8") if isinstance(text, str) else text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

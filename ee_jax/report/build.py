@@ -6,19 +6,11 @@ import json
 import os
 import time
 
+from ee_jax.experience.store import atomic_write_text as atomic_write
 from ee_jax.report.aggregate import aggregate
 from ee_jax.report.markdown import render_markdown, success_table
 from ee_jax.report.plots import learning_curves_plot, success_plot, world_model_plot
 from ee_jax.report.results import collect_results
-
-
-def atomic_write(path: str, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def build_report(run_dir: str, *, title: str | None = None) -> dict:

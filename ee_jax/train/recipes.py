@@ -20,7 +20,7 @@ import shutil
 import jax
 
 from ee_jax.config import Config, config_to_dict
-from ee_jax.train.budget import METHOD_STAGES, StagePlan, plan_method
+from ee_jax.train.budget import METHOD_STAGES, STAGE_OBJECTIVE, StagePlan, plan_method
 
 
 def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
@@ -30,7 +30,7 @@ def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
 
     d = config_to_dict(cfg)
     manifest = load_manifest(data_dir)
-    kinds = sorted({k for st in METHOD_STAGES[method] for k in sources_for(_objective(st), cfg)})
+    kinds = sorted({k for st in METHOD_STAGES[method] for k in sources_for(STAGE_OBJECTIVE[st], cfg)})
     return {
         "method": method, "seed": cfg.seed,
         **{k: d[k] for k in ("model", "optimizer", "data", "prompt")},
@@ -41,12 +41,6 @@ def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
         "data_content": {k: manifest.get(k, {}).get("content_sha256") for k in kinds},
         "eval_for_selection": {k: d["eval"][k] for k in ("max_new_tokens", "max_invalid", "temperature")},
     }
-
-
-def _objective(stage: str) -> str:
-    from ee_jax.train.budget import STAGE_OBJECTIVE
-
-    return STAGE_OBJECTIVE[stage]
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -60,13 +54,10 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def _write_json(path: str, obj: dict) -> None:
-    if jax.process_index():
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    from ee_jax.experience.store import atomic_write_text
+
+    if jax.process_index() == 0:
+        atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def _check_settings(cfg: Config, method: str, settings: dict, overwrite: bool) -> dict | None:

@@ -36,11 +36,9 @@ def choose(evaluations: list[dict], last_step: int, rule: str, metric: str) -> d
 
 
 def write_selection(ckpt_dir: str, record: dict) -> None:
-    path = os.path.join(ckpt_dir, SELECTION_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
+    from ee_jax.experience.store import atomic_write_text
+
+    atomic_write_text(os.path.join(ckpt_dir, SELECTION_FILE), json.dumps(record, indent=1))
 
 
 def selected_step(ckpt_dir: str) -> int | None:
