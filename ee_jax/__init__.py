@@ -47,6 +47,10 @@ _API = {
     "run_episodes": "ee_jax.eval", "evaluate_policy": "ee_jax.eval", "world_model_metrics": "ee_jax.eval",
     "summarize_episodes": "ee_jax.eval", "run_experiment": "ee_jax.pipeline.experiment",
     "build_report": "ee_jax.report", "collect_results": "ee_jax.report",
+    # RL continuation
+    "train_rl": "ee_jax.rl.trainer", "collect_rollouts": "ee_jax.rl.rollout",
+    "grpo_advantages": "ee_jax.rl.advantages", "step_group_advantages": "ee_jax.rl.advantages",
+    "gae": "ee_jax.rl.advantages", "policy_loss": "ee_jax.rl.losses", "kl_penalty": "ee_jax.rl.losses",
     # checkpoints
     "Checkpointer": "ee_jax.checkpoint", "export_safetensors": "ee_jax.checkpoint",
     "import_safetensors": "ee_jax.checkpoint",

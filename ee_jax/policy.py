@@ -108,9 +108,7 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
     from ee_jax.checkpoint import Checkpointer
     from ee_jax.models.factory import abstract_model, init_params
     from ee_jax.parallel import make_mesh
-    from ee_jax.train import make_optimizer
     from ee_jax.train.selection import selected_step
-    from ee_jax.train.state import abstract_state
 
     if cfg is None:
         if run_dir is None:
@@ -135,9 +133,9 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
         graphdef, params = init_params(cfg.model, mesh, seed=cfg.seed)
         return Policy(cfg, graphdef, params, tok, mesh, source=f"init:seed={cfg.seed}")
     graphdef, abs_params = abstract_model(cfg.model, mesh)
-    target = abstract_state(make_optimizer(cfg.optimizer, cfg.train.steps), abs_params, mesh)
     ckpt_dir = os.path.join(run_dir, "ckpt", stage)
     with Checkpointer(ckpt_dir, async_save=False) as ckpt:
         step = selected_step(ckpt_dir) or ckpt.latest_step()  # the stage's reported checkpoint
-        restored, _ = ckpt.restore(step, target=target.as_dict())
+        # only the parameters: optimizer moments (and an RL stage's reference / critic) stay on disk
+        restored = ckpt.restore_subtree(step, {"params": abs_params})
     return Policy(cfg, graphdef, restored["params"], tok, mesh, source=f"checkpoint:{ckpt_dir}@{step}")

@@ -22,7 +22,7 @@ from ee_jax.eval import (
     world_model_metrics,
     write_episodes,
 )
-from ee_jax.eval.episodes import _advance, start_episode
+from ee_jax.eval.episodes import advance_episode, start_episode
 from ee_jax.eval.metrics import ENDED
 from ee_jax.experience.expert import play_trajectory
 from tests.test_serve import make_run
@@ -101,7 +101,7 @@ def test_oracle_replies_win_and_states_match_expert_collection(tmp_path):
     states = []
     while ep.ended is None:
         states.append(ep.state().to_json())
-        _advance(ep, _oracle_reply(env), max_invalid=3)
+        advance_episode(ep, _oracle_reply(env), max_invalid=3)
     records, info = play_trajectory(make_env("household", max_steps=30), tasks[0], None, "oracle")
     assert info["won"] and ep.won and ep.ended == "won"
     assert states == [r["state"] for r in records]
@@ -110,23 +110,23 @@ def test_oracle_replies_win_and_states_match_expert_collection(tmp_path):
     # task 1: two invalid replies (one empty), then the oracle: won, two invalid actions counted
     ep = start_episode(env, tasks[1], 1, 0, seed=1)
     for reply in ("Action: dance with the fridge", ""):
-        assert not _advance(ep, reply, max_invalid=3)
+        assert not advance_episode(ep, reply, max_invalid=3)
     while ep.ended is None:
-        _advance(ep, env.oracle_action(), max_invalid=3)  # imitation-style replies: the action alone
+        advance_episode(ep, env.oracle_action(), max_invalid=3)  # imitation-style replies: the action alone
     assert ep.won and ep.invalid == 2 and [t["valid"] for t in ep.transcript[:2]] == [False, False]
     assert ep.transcript[1]["action"] == "" and "dance" in ep.transcript[0]["action"]
     assert ep.history[0].observation == ep.transcript[1]["observation"]  # the invalid step is in the history
     episodes.append(ep.to_json())
     # task 2: three invalid replies exhaust a budget of 3
     ep = start_episode(env, tasks[2], 2, 0, seed=1)
-    ended = [_advance(ep, "Action: fly", max_invalid=3) for _ in range(3)]
+    ended = [advance_episode(ep, "Action: fly", max_invalid=3) for _ in range(3)]
     assert ended == [False, False, True] and ep.ended == "max_invalid" and not ep.won
     episodes.append(ep.to_json())
     # task 2 again, valid but useless actions until the step limit (no invalid budget: 0)
     short = make_env("household", max_steps=3)
     ep = start_episode(short, tasks[2], 2, 1, seed=1)
     while ep.ended is None:
-        _advance(ep, "look", max_invalid=0)
+        advance_episode(ep, "look", max_invalid=0)
     assert ep.ended == "max_steps" and len(ep.transcript) == 3 and ep.transcript[-1]["done"]
     episodes.append(ep.to_json())
 

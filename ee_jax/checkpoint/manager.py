@@ -287,6 +287,23 @@ class Checkpointer:
         meta = dict(restored[_META]) if has_meta else {}
         return restored[_STATE], meta
 
+    def restore_subtree(self, step: int | None, target: dict[str, Any]) -> dict[str, Any]:
+        """Restore only the top-level entries of the saved state named in ``target`` (e.g. ``{"params": ...}``).
+
+        The other entries (optimizer moments, an RL stage's reference or critic) are never read, so
+        loading a policy for inference costs its parameters' memory only.
+        """
+        self.wait()
+        self._mngr.reload()
+        step = self.latest_step() if step is None else int(step)
+        if step is None or step not in self.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory} "
+                                    f"(available: {self.all_steps()})")
+        restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
+                                                                   dtype=a.dtype), target)
+        args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+        return self._mngr.restore(step, args=ocp.args.Composite(**{_STATE: args}))[_STATE]
+
     # -- bookkeeping ----------------------------------------------------------------------------------------
 
     def latest_step(self) -> int | None:

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     sa.set_defaults(func=cmd_lm_sample)
 
-    from ee_jax.cli import collect, data, envs, serve, train
+    from ee_jax.cli import collect, data, envs, rl, serve, train
     from ee_jax.cli import eval as eval_cli
 
     envs.add_parser(sub)
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     eval_cli.add_parser(sub)
     train.add_parsers(sub)
+    rl.add_parser(sub)
     return p
 
 

@@ -11,7 +11,7 @@ def cmd_train(args) -> None:
     from ee_jax.train.recipes import train_method
 
     cfg = load_run_config(args.config)
-    methods = cfg.recipe.methods if args.method == "all" else [args.method]
+    methods = [m for m in cfg.recipe.methods if m != "rl"] if args.method == "all" else [args.method]
     payload, lines = {"run_dir": cfg.run_dir, "methods": {}}, []
     for method in methods:
         rec = train_method(cfg, method, overwrite=args.overwrite, progress=not args.no_progress)

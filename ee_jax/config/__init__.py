@@ -21,8 +21,10 @@ from ee_jax.config.schema import (
     PromptConfig,
     RecipeConfig,
     ReflectConfig,
+    RLConfig,
     RopeScalingConfig,
     SamplerConfig,
+    StepGroupConfig,
     TokenizerConfig,
     TrainConfig,
 )
@@ -31,7 +33,7 @@ from ee_jax.config.validate import resolve_mesh_shape, validate, validate_mesh
 __all__ = [
     "Config", "ConfigError", "DataConfig", "EnvConfig", "EvalConfig",
     "RecipeConfig", "ExperienceConfig", "ExploreConfig", "PromptConfig",
-    "ReflectConfig",
+    "ReflectConfig", "RLConfig", "StepGroupConfig",
     "DistributedConfig", "MeshConfig", "ModelConfig",
     "OptimizerConfig", "RopeScalingConfig", "SamplerConfig", "TokenizerConfig", "TrainConfig",
     "config_from_dict", "config_to_dict", "load_config", "resolve_mesh_shape", "save_config",

@@ -255,6 +255,65 @@ class EvalConfig:
 
 
 @dataclass
+class StepGroupConfig:
+    """Step-level groups from early-experience branches (GiGPO-style credit assignment).
+
+    Each RL step also replays ``states`` expert states of the training tasks and executes the expert
+    action and the K alternatives recorded there (``experience.explore``), each continued by the
+    policy: the K+1 branches share their first state exactly, so they form a step-level group.
+    """
+
+    enabled: bool = False
+    states: int = 4  # expert states branched per RL step
+    omega: float = 1.0  # A = A_episode + omega * A_step
+
+
+@dataclass
+class RLConfig:
+    """RL continuation (``ee-jax rl``): GRPO or PPO on multi-turn episodes, from any checkpoint.
+
+    Defaults follow the agent-GRPO settings of verl-agent that the paper used (group 8, 16 tasks per
+    step, clip 0.2, KL 0.01 with the low-variance estimator, reward 10 x success - 0.1 per invalid
+    action, train temperature 1.0), except ``lr``: scratch models need far more than 1e-6.
+    """
+
+    algorithm: str = "grpo"  # grpo | ppo
+    init: str = "il"  # STAGE of this run | RUN_DIR:STAGE | init (untrained) | safetensors:FILE | hf:DIR
+    starts: list[str] = field(default_factory=lambda: ["il", "iwm", "sr", "init"])  # ee-jax run: GRPO rows
+    steps: int = 20  # RL iterations (rollout + update)
+    tasks: int = 0  # the first N training tasks RL acts on; 0 -> experience.tasks.train (those with expert data)
+    tasks_per_step: int = 16
+    group_size: int = 8  # rollouts per task
+    temperature: float = 1.0  # rollouts (the loss divides logits by it, as the sampler did)
+    max_new_tokens: int = 0  # per turn; 0 -> eval.max_new_tokens
+    max_turns: int = 0  # 0 -> the environment's step limit
+    max_invalid: int = 0  # stop an episode after this many invalid actions; 0 -> eval.max_invalid
+    success_reward: float = 10.0
+    invalid_penalty: float = 0.1
+    score_reward: float = 0.0  # + this x the environment's final score (partial credit)
+    normalize_std: bool = True  # GRPO: divide by the group's std (False: Dr. GRPO)
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.01  # to the frozen reference (the starting checkpoint); 0 -> no reference pass
+    kl_kind: str = "low_var"  # low_var (k3) | k1 | mse
+    entropy_coef: float = 0.0
+    epochs: int = 1  # passes over each step's samples
+    minibatches: int = 2  # optimizer updates per pass (the step's packed rows split evenly between them)
+    micro_rows: int = 8  # packed rows per forward/backward (gradients are summed over micro-batches)
+    seq_len: int = 0  # packed row length; 0 -> model.max_seq_len
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    gamma: float = 1.0  # discount over turns (PPO's GAE, step-group returns)
+    lam: float = 1.0  # GAE lambda (PPO)
+    value_coef: float = 0.5  # PPO
+    value_clip: float = 0.2  # PPO
+    critic_lr: float = 1e-4  # PPO
+    step_groups: StepGroupConfig = field(default_factory=StepGroupConfig)
+    eval_every: int = 10  # valid-split success every N steps (recipe.valid_tasks episodes); 0 -> never
+    checkpoint_every: int = 5
+
+
+@dataclass
 class Config:
     """A whole run: everything needed to reproduce it is in here."""
 
@@ -273,3 +332,4 @@ class Config:
     experience: ExperienceConfig = field(default_factory=ExperienceConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rl: RLConfig = field(default_factory=RLConfig)

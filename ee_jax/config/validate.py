@@ -21,7 +21,7 @@ CHOICES = {
     "recipe.select": ("best", "last"),
     "recipe.select_metric": ("success", "loss"),
 }
-METHODS = ("il", "iwm", "sr")
+METHODS = ("il", "iwm", "sr", "rl")  # rl: the RL rows, one per rl.starts entry
 
 
 def _get(cfg, dotted: str):
@@ -72,6 +72,7 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     validate_env(cfg)
     validate_experience(cfg)
     validate_recipe(cfg)
+    validate_rl(cfg)
     if num_devices is not None:
         validate_mesh(cfg, num_devices)
 
@@ -137,6 +138,35 @@ def validate_experience(cfg: Config) -> None:
             _fail(f"data.sr_mix.{name}", w, ">= 0")
 
 
+def validate_rl(cfg: Config) -> None:
+    """RL settings: algorithm, counts, clip ranges and the KL estimator."""
+    r = cfg.rl
+    if r.algorithm not in ("grpo", "ppo"):
+        _fail("rl.algorithm", r.algorithm, "grpo or ppo")
+    if r.kl_kind not in ("low_var", "k1", "mse"):
+        _fail("rl.kl_kind", r.kl_kind, "low_var, k1 or mse")
+    for key in ("steps", "tasks_per_step", "group_size", "epochs", "minibatches", "micro_rows"):
+        if getattr(r, key) < 1:
+            _fail(f"rl.{key}", getattr(r, key), "a positive integer")
+    for key in ("tasks", "max_new_tokens", "max_turns", "max_invalid", "seq_len", "eval_every", "warmup_steps"):
+        if getattr(r, key) < 0:
+            _fail(f"rl.{key}", getattr(r, key), "a non-negative integer (0 = the default)")
+    for key in ("clip_low", "clip_high", "kl_coef", "entropy_coef", "value_clip", "value_coef"):
+        if getattr(r, key) < 0:
+            _fail(f"rl.{key}", getattr(r, key), "a non-negative number")
+    if r.temperature <= 0:
+        _fail("rl.temperature", r.temperature, "a positive temperature (rollouts sample; the loss divides by it)")
+    if not (0 <= r.gamma <= 1 and 0 <= r.lam <= 1):
+        _fail("rl.gamma" if not 0 <= r.gamma <= 1 else "rl.lam", r.gamma if not 0 <= r.gamma <= 1 else r.lam,
+              "a number in [0, 1]")
+    if r.lr <= 0 or r.critic_lr <= 0:
+        _fail("rl.lr" if r.lr <= 0 else "rl.critic_lr", min(r.lr, r.critic_lr), "a positive learning rate")
+    if r.checkpoint_every < 1:
+        _fail("rl.checkpoint_every", r.checkpoint_every, "a positive integer")
+    if r.step_groups.states < 1:
+        _fail("rl.step_groups.states", r.step_groups.states, "a positive integer")
+
+
 def validate_recipe(cfg: Config) -> None:
     """Methods known, budgets non-negative, evaluation splits and pass@k consistent."""
     from ee_jax.envs.base import SPLITS
@@ -145,6 +175,11 @@ def validate_recipe(cfg: Config) -> None:
     for m in r.methods:
         if m not in METHODS:
             _fail("recipe.methods", r.methods, "a list drawn from " + ", ".join(METHODS))
+    if "rl" in r.methods:
+        for start in cfg.rl.starts:
+            if start != "init" and start not in r.methods:
+                _fail("rl.starts", cfg.rl.starts, f"starts among init and the trained methods {r.methods} "
+                      f"({start!r} is not trained by this run)")
     if not r.seeds or len(set(r.seeds)) != len(r.seeds):
         _fail("recipe.seeds", r.seeds, "a non-empty list of distinct integers")
     if r.epochs < 0 or r.wm_epochs < 0:
@@ -207,3 +242,5 @@ def validate_mesh(cfg: Config, num_devices: int) -> None:
     if micro % (data * fsdp):
         _fail("train.batch_size", cfg.train.batch_size,
               f"micro-batch (batch_size/grad_accum = {micro}) divisible by mesh.data*mesh.fsdp = {data * fsdp}")
+    if cfg.rl.micro_rows % (data * fsdp):
+        _fail("rl.micro_rows", cfg.rl.micro_rows, f"a multiple of mesh.data*mesh.fsdp = {data * fsdp}")

@@ -74,7 +74,7 @@ def _admissible(env: Env) -> tuple[str, ...] | None:
     return None if adm is None else tuple(adm)
 
 
-def _advance(ep: Episode, reply: str, max_invalid: int) -> bool:
+def advance_episode(ep: Episode, reply: str, max_invalid: int) -> bool:
     """Act on ``reply`` (parsed with ``parse_action``) in the episode's environment; True once it ended."""
     action = parse_action(reply)
     seen = ep.observation
@@ -163,7 +163,7 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
                 replies = _act(policy, sampler, cfg, active, stop_ids)
                 still = []
                 for ep, reply in zip(active, replies):
-                    if _advance(ep, reply, e.max_invalid):
+                    if advance_episode(ep, reply, e.max_invalid):
                         finished[(ep.task_index, ep.sample)] = ep.to_json()
                         free.append(ep.env)
                         ep.env = None

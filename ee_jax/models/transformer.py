@@ -102,6 +102,11 @@ class Decoder(nnx.Module):
         return dense(self.final_norm(x), head, preferred_element_type=jnp.float32)
 
     def __call__(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+        x, new_cache = self.hidden(tokens, positions, segment_ids, cache)
+        return constrain(self.unembed(x), ("batch", "length", "act_vocab")), new_cache
+
+    def hidden(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+        """The layer stack: ``(hidden states [B, T, D] before the final norm, cache)`` (a value head reads them)."""
         cfg = self.cfg
         b, t = tokens.shape
         if positions is None:
@@ -145,8 +150,7 @@ class Decoder(nnx.Module):
                 outs.append(c)
             if cache is not None:
                 new_cache = (jnp.stack([c[0] for c in outs]), jnp.stack([c[1] for c in outs]))
-
-        return constrain(self.unembed(x), ("batch", "length", "act_vocab")), new_cache
+        return x, new_cache
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:

@@ -66,10 +66,19 @@ def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool 
     return evaluate_policy(policy, cfg, stage=method, out_dir=cfg.run_dir, progress=progress)
 
 
+def rl_starts(cfg: Config) -> list[str]:
+    """The RL rows of the main job: ``rl.starts`` when ``recipe.methods`` includes ``rl``, in order."""
+    if "rl" not in cfg.recipe.methods:
+        return []
+    return list(cfg.rl.starts)
+
+
 def collection_stages(cfg: Config) -> list[str]:
-    """The collect stages the configured methods need (imitation alone needs only expert data)."""
-    methods = set(cfg.recipe.methods)
-    return ["expert"] + (["explore"] if methods & {"iwm", "sr"} else []) + (["reflect"] if "sr" in methods else [])
+    """The collect stages the configured methods need (imitation alone needs only expert data; RL step
+    groups branch the explored expert states)."""
+    methods = set(cfg.recipe.methods) | set(rl_starts(cfg))
+    explore = bool(methods & {"iwm", "sr"}) or (cfg.rl.step_groups.enabled and bool(rl_starts(cfg)))
+    return ["expert"] + (["explore"] if explore else []) + (["reflect"] if "sr" in methods else [])
 
 
 def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> dict:
@@ -78,6 +87,7 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
     from ee_jax.parallel import initialize_distributed
     from ee_jax.report import build_report
+    from ee_jax.rl.trainer import train_rl
     from ee_jax.runinfo import run_info
     from ee_jax.train.recipes import train_method
 
@@ -106,12 +116,21 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
     results = {}
     for seed in cfg.recipe.seeds:
         scfg = seed_config(cfg, seed)
-        for method in cfg.recipe.methods:
+        for method in [m for m in cfg.recipe.methods if m != "rl"]:
             record = timed(f"train_{method}", train_method, scfg, method, data_dir=data_dir, overwrite=overwrite,
                            progress=progress)
             ev = timed(f"eval_{method}", evaluate_method, scfg, method, record["policy_stage"],
                        force=not record.get("skipped"), progress=progress)
             results[f"{seed}/{method}"] = {
+                "updates": record["updates"], "skipped_training": bool(record.get("skipped")),
+                **{split: ev["splits"][split]["success"] for split in ev["splits"]}}
+        for start in rl_starts(cfg):  # RL continuation rows: the same hyperparameters from every start
+            record = timed(f"train_{cfg.rl.algorithm}_from_{start}", train_rl, scfg, init=start, overwrite=overwrite,
+                           progress=progress)
+            stage = record["policy_stage"]
+            ev = timed(f"eval_{stage}", evaluate_method, scfg, stage, stage, force=not record.get("skipped"),
+                       progress=progress)
+            results[f"{seed}/{stage}"] = {
                 "updates": record["updates"], "skipped_training": bool(record.get("skipped")),
                 **{split: ev["splits"][split]["success"] for split in ev["splits"]}}
     report = build_report(cfg.run_dir) if jax.process_index() == 0 else {}

@@ -7,7 +7,10 @@ DASH = "—"
 
 
 def method_name(method: str) -> str:
-    """Display name of a method (``il`` -> ``IL``); unknown methods as they are."""
+    """Display name of a method (``il`` -> ``IL``, ``grpo_from_iwm`` -> ``IWM→GRPO``); others as they are."""
+    algo, sep, start = method.partition("_from_")
+    if sep and algo in ("grpo", "ppo"):
+        return f"{NAMES.get(start, start)}→{algo.upper()}"
     return NAMES.get(method, method)
 
 

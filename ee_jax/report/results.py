@@ -198,7 +198,9 @@ def read_metric_series(seed_dir: str) -> dict[str, list[list[float]]]:
 
 def _ordered(names) -> list[str]:
     names = set(names)
-    return [m for m in METHOD_ORDER if m in names] + sorted(names - set(METHOD_ORDER))
+    rl = [f"{a}_from_{m}" for a in ("grpo", "ppo") for m in (*METHOD_ORDER, "init")]
+    known = [m for m in (*METHOD_ORDER, *rl) if m in names]
+    return known + sorted(names - set(known))
 
 
 def collect_results(run_dir: str) -> dict:

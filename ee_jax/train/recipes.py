@@ -53,15 +53,18 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _write_json(path: str, obj: dict) -> None:
+def write_json(path: str, obj: dict) -> None:
     from ee_jax.experience.store import atomic_write_text
 
     if jax.process_index() == 0:
         atomic_write_text(path, json.dumps(obj, indent=1))
 
 
-def _check_settings(cfg: Config, method: str, settings: dict, overwrite: bool) -> dict | None:
-    """The finished record when ``method`` is done with these settings; None to (re)start or resume."""
+def check_settings(cfg: Config, method: str, settings: dict, overwrite: bool,
+                    stages: tuple[str, ...] | None = None) -> dict | None:
+    """The finished record when ``method`` is done with these settings; None to (re)start or resume.
+
+    ``stages``: the checkpoint stages ``overwrite`` clears (default: the method's)."""
     from ee_jax.experience.store import StageMismatchError
 
     path = os.path.join(cfg.run_dir, "train", f"{method}.settings.json")
@@ -78,12 +81,12 @@ def _check_settings(cfg: Config, method: str, settings: dict, overwrite: bool) -
             with open(record, encoding="utf-8") as f:
                 return json.load(f)
     if overwrite and jax.process_index() == 0:
-        for stage in METHOD_STAGES[method]:
+        for stage in stages or METHOD_STAGES[method]:
             shutil.rmtree(os.path.join(cfg.run_dir, "ckpt", stage), ignore_errors=True)
         for p in (path, record):
             if os.path.exists(p):
                 os.remove(p)
-    _write_json(path, settings)
+    write_json(path, settings)
     return None
 
 
@@ -97,7 +100,7 @@ def _valid_loss_batches(cfg: Config, objective: str, tokenizer, data_dir: str):
                                       shuffle=False, repeat=False)
 
 
-def _episode_evaluator(cfg: Config, graphdef, tokenizer, mesh):
+def episode_evaluator(cfg: Config, graphdef, tokenizer, mesh):
     """``evaluate_fn`` running ``recipe.valid_tasks`` valid-split episodes with the current weights."""
     from ee_jax.eval.episodes import run_episodes
     from ee_jax.policy import Policy
@@ -133,7 +136,7 @@ def train_stage(cfg: Config, plan: StagePlan, tokenizer, mesh, data_dir: str, *,
     if cfg.recipe.select_metric == "success" and plan.stage != "iwm_wm" and cfg.recipe.valid_tasks:
         from ee_jax.models.factory import abstract_model
 
-        evaluate_fn = _episode_evaluator(scfg, abstract_model(cfg.model, mesh)[0], tokenizer, mesh)
+        evaluate_fn = episode_evaluator(scfg, abstract_model(cfg.model, mesh)[0], tokenizer, mesh)
     meta = {"objective": plan.objective, "init": plan.init, "init_source": source, "seed": cfg.seed,
             "steps_per_epoch": plan.steps_per_epoch}
     try:
@@ -153,7 +156,7 @@ def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overw
 
     data_dir = data_dir or os.path.join(cfg.run_dir, "data")
     settings = method_settings(cfg, method, data_dir)
-    done = _check_settings(cfg, method, settings, overwrite)
+    done = check_settings(cfg, method, settings, overwrite)
     if done is not None:
         return {**done, "skipped": True}
     tok = ensure_tokenizer(cfg, data_dir)
@@ -168,5 +171,5 @@ def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overw
                        "final_train_loss": final.get("loss")})
     record = {"method": method, "policy_stage": METHOD_STAGES[method][-1], "stages": stages,
               "updates": sum(s["steps"] for s in stages), "seed": cfg.seed}
-    _write_json(os.path.join(cfg.run_dir, "train", f"{method}.json"), record)
+    write_json(os.path.join(cfg.run_dir, "train", f"{method}.json"), record)
     return record

@@ -1,0 +1,349 @@
+"""The RL loop (``ee-jax rl``): rollouts with the current policy, advantages, clipped updates, repeat.
+
+One RL step: the step's tasks (and branch starts) are rolled out ``rl.group_size`` times at
+``rl.temperature``; the turns are packed into fixed-shape rows; old log-probs (the rollout policy) and
+reference log-probs (the frozen start) are computed with the training forward; then ``rl.epochs``
+passes of minibatch updates. Every input of a step is a function of ``(seed, step)``, so a resumed run
+is the run that was not interrupted.
+
+The stage ``ckpt/STAGE`` holds the policy's train state plus ``ref_params`` (KL reference) and the
+critic's train state (PPO); :func:`ee_jax.policy.load_policy` reads only the policy's parameters.
+The reported checkpoint follows ``recipe.select`` like every method: the best valid-split success
+(evaluated every ``rl.eval_every`` steps with ``recipe.valid_tasks`` greedy episodes), or the last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ee_jax.config import Config, config_to_dict
+from ee_jax.experience.explore import unit_seed
+from ee_jax.rl import samples as rl_samples
+from ee_jax.rl.batching import pack_turns, update_groups
+from ee_jax.train.state import TrainState
+
+
+def stage_name(algorithm: str, init: str) -> str:
+    """``grpo_from_il``, ``ppo_from_sr``, ``grpo_from_init``; other sources by their last path part."""
+    label = init or "init"
+    if ":" in label and not label.startswith(("hf:", "safetensors:")):
+        label = label.rpartition(":")[2]
+    label = os.path.basename(label.rstrip("/")).split(".")[0] if "/" in label or label.startswith(
+        ("hf:", "safetensors:")) else label
+    label = "".join(c if c.isalnum() or c in "-_" else "_" for c in label.split(":")[-1])
+    return f"{algorithm}_from_{label}"
+
+
+def rl_settings(cfg: Config, init: str) -> dict:
+    """What decides an RL stage's result (compared before skipping or resuming)."""
+    d = config_to_dict(cfg)
+    return {"init": init, "seed": cfg.seed, "rl": {k: v for k, v in d["rl"].items() if k not in ("starts", "init")},
+            **{k: d[k] for k in ("model", "prompt", "env", "optimizer")}, "template": cfg.tokenizer.template,
+            "valid_tasks": cfg.recipe.valid_tasks, "select": cfg.recipe.select,
+            "eval_for_selection": {k: d["eval"][k] for k in ("max_new_tokens", "max_invalid", "temperature")}}
+
+
+def _rl_optimizer(cfg: Config, lr: float):
+    from ee_jax.train import make_optimizer
+
+    ocfg = dataclasses.replace(cfg.optimizer, lr=lr, schedule="constant", warmup_steps=cfg.rl.warmup_steps)
+    return make_optimizer(ocfg, max(cfg.rl.steps, 1))
+
+
+class _Models:
+    """Policy (+ reference, + critic) states, their jitted functions, and their checkpointable dict."""
+
+    def __init__(self, cfg: Config, mesh, init_params):
+        from ee_jax.rl.step import make_accumulate, make_apply_update, make_logprob_fn, make_policy_grads
+        from ee_jax.train.state import create_train_state
+
+        r = cfg.rl
+        self.cfg, self.mesh = cfg, mesh
+        self.tx = _rl_optimizer(cfg, r.lr)
+        self.graphdef, self.state, self.shardings = create_train_state(cfg, self.tx, mesh, init_params)
+        self.param_shardings = self.shardings.params
+        self.ref = None
+        if r.kl_coef:  # a copy: the policy's buffers are donated to the step
+            self.ref = jax.tree.map(lambda a: a.copy(), self.state.params)
+        self.logprob_fn = make_logprob_fn(self.graphdef, self.param_shardings, mesh, r.temperature)
+        self.policy_grads = make_policy_grads(self.graphdef, self.param_shardings, mesh, r)
+        self.policy_apply = make_apply_update(self.tx, self.shardings, mesh)
+        self.add = make_accumulate(self.param_shardings, mesh)
+        self.critic = None
+        if r.algorithm == "ppo":
+            from ee_jax.rl.critic import critic_from_policy
+            from ee_jax.rl.step import make_critic_grads, make_value_fn
+
+            self.critic_graphdef, cparams = critic_from_policy(cfg.model, mesh, self.state.params)
+            self.critic_tx = _rl_optimizer(cfg, r.critic_lr)
+            self.critic = _train_state(self.critic_tx, cparams, mesh)
+            self.critic_shardings = jax.tree.map(lambda a: a.sharding, self.critic)
+            self.value_fn = make_value_fn(self.critic_graphdef, self.critic_shardings.params, mesh)
+            self.critic_grads = make_critic_grads(self.critic_graphdef, self.critic_shardings.params, mesh, r)
+            self.critic_apply = make_apply_update(self.critic_tx, self.critic_shardings, mesh)
+            self.critic_add = make_accumulate(self.critic_shardings.params, mesh)
+
+    def update(self, arrays: dict, micro_batches: list) -> dict[str, float]:
+        """One optimizer update (policy, and critic for PPO) over ``micro_batches`` (row indices of
+        ``arrays``); returns summed metrics (token sums; divide by ``tokens`` / ``value_tokens``)."""
+        from ee_jax.rl.step import CRITIC_KEYS, POLICY_KEYS, device_batch
+
+        out: dict[str, float] = {}
+        for keys, grads_fn, add, apply, which in (
+                (POLICY_KEYS, self.policy_grads, self.add, self.policy_apply, "policy"),
+                (CRITIC_KEYS, getattr(self, "critic_grads", None), getattr(self, "critic_add", None),
+                 getattr(self, "critic_apply", None), "critic")):
+            if grads_fn is None:
+                continue
+            state = self.state if which == "policy" else self.critic
+            total, count = None, 0.0
+            for idx in micro_batches:
+                g, sums = grads_fn(state.params, device_batch({k: arrays[k][idx] for k in keys}, self.mesh))
+                total = g if total is None else add(total, g)
+                sums = jax.device_get(sums)
+                count += float(sums["tokens"])
+                for k, v in sums.items():
+                    name = "value_tokens" if which == "critic" and k == "tokens" else k
+                    out[name] = out.get(name, 0.0) + float(v)
+            state, norm = apply(state, total, jnp.float32(count))
+            out["grad_norm" if which == "policy" else "critic_grad_norm"] = float(norm)
+            if which == "policy":
+                self.state = state
+            else:
+                self.critic = state
+        return out
+
+    def as_dict(self) -> dict:
+        d = self.state.as_dict()
+        if self.ref is not None:
+            d["ref_params"] = self.ref
+        if self.critic is not None:
+            d["critic"] = self.critic.as_dict()
+        return d
+
+    def abstract(self) -> dict:
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), self.as_dict())
+
+    def load(self, d: dict) -> None:
+        self.state = TrainState.from_dict(d)
+        if self.ref is not None:
+            self.ref = d["ref_params"]
+        if self.critic is not None:
+            self.critic = TrainState.from_dict(d["critic"])
+
+
+def _train_state(tx, params, mesh) -> TrainState:
+    """A fresh train state around already-sharded ``params`` (optimizer moments follow them)."""
+    from ee_jax.parallel.rules import use_mesh
+    from ee_jax.train.state import state_shardings
+
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), params)
+    shard = state_shardings(tx, abstract, mesh)
+
+    def build(p):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                          rng=jnp.zeros((2,), jnp.uint32))
+
+    with use_mesh(mesh):
+        return jax.jit(build, out_shardings=shard)(params)
+
+
+def _forward_rows(fn, params, arrays: dict, rows: int, params_mesh,
+                  keys=("inputs", "targets", "positions", "segment_ids")):
+    """Apply a jitted row function minibatch by minibatch; concatenated on the host."""
+    from ee_jax.rl.step import device_batch
+
+    outs = []
+    n = arrays["inputs"].shape[0]
+    for s in range(0, n, rows):
+        batch = device_batch({k: arrays[k][s:s + rows] for k in keys}, params_mesh)
+        outs.append(jax.device_get(fn(params, batch)))
+    if isinstance(outs[0], tuple):
+        return tuple(np.concatenate([o[i] for o in outs]) for i in range(len(outs[0])))
+    return np.concatenate(outs)
+
+
+def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, overwrite: bool = False,
+             progress: bool = True) -> dict:
+    """Run (or resume, or skip when finished) one RL stage of ``cfg.run_dir``; returns ``train/STAGE.json``.
+
+    Args:
+        init: where the policy starts (default ``rl.init``): a stage of this run (``il``, ``iwm``, ``sr``),
+            ``RUN_DIR:STAGE``, ``init`` (the untrained model), ``safetensors:FILE`` or ``hf:DIR``.
+        stage: the checkpoint stage written (default ``ALGORITHM_from_START``).
+    """
+    from ee_jax.checkpoint import Checkpointer
+    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+    from ee_jax.envs.registry import make_env_from_config
+    from ee_jax.parallel import make_mesh
+    from ee_jax.policy import Policy
+    from ee_jax.rl.rollout import collect_rollouts, with_turn_limit
+    from ee_jax.rl.starts import branch_anchors, step_branches, step_tasks, train_tasks
+    from ee_jax.train import selection
+    from ee_jax.train.guard import StopSignals, TrainingInterrupted
+    from ee_jax.train.init_weights import initial_params
+    from ee_jax.train.metrics import MetricsWriter
+    from ee_jax.train.recipes import check_settings, episode_evaluator, write_json
+
+    r = cfg.rl
+    init = r.init if init is None else init
+    stage = stage or stage_name(r.algorithm, init)
+    settings = rl_settings(cfg, init)
+    done = check_settings(cfg, stage, settings, overwrite, stages=(stage,))
+    if done is not None:
+        return {**done, "skipped": True}
+    data_dir = os.path.join(cfg.run_dir, "data")
+    tok = ensure_tokenizer(cfg, data_dir)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
+    mesh = make_mesh(cfg)
+    ckpt_dir = os.path.join(cfg.run_dir, "ckpt", stage)
+    ckpt = Checkpointer(ckpt_dir, keep=cfg.train.keep_checkpoints, async_save=False,
+                        keep_best=cfg.recipe.select == "best")
+    resumed_from = ckpt.latest_step()
+    params, source = (None, "resume") if resumed_from is not None else initial_params(
+        cfg, mesh, "" if init == "init" else init)
+    models = _Models(cfg, mesh, params)
+    evaluations: list[dict] = []
+    history: list[dict] = []
+    if resumed_from is not None:
+        restored, meta = ckpt.restore(resumed_from, target=models.abstract())
+        models.load(restored)
+        evaluations, source = list(meta.get("evaluations", [])), meta.get("init_source", source)
+        history[:] = [h for h in meta.get("history", []) if h["step"] <= resumed_from]
+    policy = Policy(cfg, models.graphdef, models.state.params, tok, mesh, source=f"rl:{stage}")
+    sampler = policy.sampler()
+    env = make_env_from_config(with_turn_limit(cfg))
+    try:
+        tasks, turn_limit = train_tasks(cfg, env), env.max_steps
+    finally:
+        env.close()
+    # a branch needs the forced action plus at least one policy turn within the episode's step limit
+    anchors = branch_anchors(data_dir, max_prefix=turn_limit - 2) if r.step_groups.enabled else []
+    evaluate_fn = episode_evaluator(cfg, models.graphdef, tok, mesh) if r.eval_every and cfg.recipe.valid_tasks \
+        else None
+    seq_len = r.seq_len or cfg.model.max_seq_len
+    writer = MetricsWriter(cfg.run_dir)
+    meta = {"stage": stage, "algorithm": r.algorithm, "init": init, "init_source": source, "seed": cfg.seed}
+    start = resumed_from or 0
+    bar = tqdm(total=r.steps, initial=start, desc=f"rl {stage}", disable=not progress or jax.process_index())
+
+    def save(step: int, score=None) -> None:
+        ckpt.save(step, models.as_dict(), metadata={**meta, "step": step, "evaluations": evaluations,
+                                                    "history": history},
+                  score=score, force=True)
+
+    try:
+        with StopSignals() as stop:
+            end = min(r.steps, start + cfg.train.stop_after_steps) if cfg.train.stop_after_steps else r.steps
+            for step in range(start, end):
+                if stop.signum is not None:
+                    if step != resumed_from:
+                        save(step)
+                    raise TrainingInterrupted(stage, step, stop.signum, ckpt_dir)
+                m = _rl_step(cfg, models, policy, sampler, tasks, anchors, step, seq_len,
+                             collect_rollouts, step_tasks, step_branches)
+                done_steps = step + 1
+                score = None
+                if evaluate_fn is not None and (done_steps % r.eval_every == 0 or done_steps == r.steps):
+                    ev = evaluate_fn(models.state.params, done_steps)
+                    score = selection.score(ev, "success")
+                    evaluations.append({"step": done_steps, **ev, "score": score})
+                    writer.write(done_steps, ev, prefix=f"{stage}/valid/")
+                writer.write(done_steps, m, prefix=f"{stage}/rl/")
+                history.append({"step": done_steps, **m})
+                bar.update(1)
+                bar.set_postfix(success=f"{m['success']:.2f}", reward=f"{m['reward']:.2f}", kl=f"{m['kl']:.3f}")
+                if done_steps % r.checkpoint_every == 0 or done_steps == r.steps or score is not None:
+                    save(done_steps, score)
+        ckpt.wait()
+        if end < r.steps:  # a time-boxed invocation (train.stop_after_steps): resume later
+            if end not in ckpt.all_steps():
+                save(end)
+            return {"method": stage, "policy_stage": stage, "stopped_at": end, "steps": r.steps, "history": history}
+        chosen = selection.choose(evaluations, r.steps, cfg.recipe.select, "success")
+        if jax.process_index() == 0:
+            selection.write_selection(ckpt_dir, chosen)
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+    record = {"method": stage, "policy_stage": stage, "algorithm": r.algorithm, "init": init,
+              "init_source": source, "stages": [{"stage": stage, "objective": r.algorithm, "steps": r.steps,
+                                                 "init": init, "resumed_from": resumed_from,
+                                                 "selected_step": chosen["step"], "selection": chosen}],
+              "updates": r.steps, "seed": cfg.seed, "history": history}
+    write_json(os.path.join(cfg.run_dir, "train", f"{stage}.json"), record)
+    return record
+
+
+def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step: int, seq_len: int,
+             collect_rollouts, step_tasks, step_branches) -> dict[str, float]:
+    """One RL iteration: rollouts, advantages, packing, old/reference log-probs, minibatch updates."""
+    r = cfg.rl
+    seed = unit_seed(cfg.seed, "rl-step", step)
+    t0 = time.perf_counter()
+    sampler.params = models.state.params
+    branches = step_branches(anchors, r.step_groups.states, step, cfg.seed) if anchors else []
+    stats: dict = {}
+    rollouts = collect_rollouts(policy, sampler, cfg, tasks=step_tasks(tasks, r.tasks_per_step, step, cfg.seed),
+                                group_size=r.group_size, branches=branches, seed=seed, stats=stats)
+    rollout_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rows = r.micro_rows
+    mesh = models.mesh
+    if r.algorithm == "ppo":
+        # values of every turn's state first (one packing), then GAE, then the final packing
+        samples = rl_samples.turn_samples(rollouts, [np.zeros(len(x.turns)) for x in rollouts])
+        arrays, placement = pack_turns(samples, seq_len, rows)
+        values = _forward_rows(models.value_fn, models.critic.params, arrays, rows, mesh,
+                               keys=("inputs", "positions", "segment_ids"))
+        per_turn = np.asarray([values[row, off + len(s.prompt) - 1] for s, (row, off) in zip(samples, placement)],
+                              np.float32)
+        split = np.split(per_turn, np.cumsum([len(x.turns) for x in rollouts])[:-1])
+        turn_adv, turn_ret = rl_samples.ppo_turn_advantages(rollouts, split, r)
+        samples = rl_samples.turn_samples(rollouts, turn_adv, turn_ret)
+        arrays, _ = pack_turns(samples, seq_len, rows)  # same samples, same order: the same placement
+        arrays["old_values"] = values
+    else:
+        samples = rl_samples.turn_samples(rollouts, rl_samples.grpo_turn_advantages(rollouts, r))
+        arrays, _ = pack_turns(samples, seq_len, rows)
+    old_lp, entropy = _forward_rows(models.logprob_fn, models.state.params, arrays, rows, mesh)
+    arrays["old_logprobs"] = old_lp
+    arrays["ref_logprobs"] = (_forward_rows(models.logprob_fn, models.ref, arrays, rows, mesh)[0]
+                              if models.ref is not None else old_lp)
+    smask = arrays["sampler_mask"]
+    mismatch = float(np.sum(np.abs(old_lp - arrays["sampler_logprobs"]) * smask) / max(smask.sum(), 1.0))
+    acc: dict[str, float] = {}
+    rng = np.random.default_rng(unit_seed(cfg.seed, "rl-minibatches", step))
+    n_updates = 0
+    for _ in range(r.epochs):
+        for group in update_groups(arrays["inputs"].shape[0], rows, r.minibatches, rng):
+            for k, v in models.update(arrays, group).items():
+                acc[k] = acc.get(k, 0.0) + v
+            n_updates += 1
+    update_s = time.perf_counter() - t1
+    out = rl_samples.rollout_metrics(rollouts)
+    tokens, vtokens = max(acc.pop("tokens", 0.0), 1.0), max(acc.pop("value_tokens", 0.0), 1.0)
+    for k in ("grad_norm", "critic_grad_norm"):
+        if k in acc:
+            out[k] = acc.pop(k) / max(n_updates, 1)
+    out.update({k: v / (vtokens if k.startswith("value_") else tokens) for k, v in acc.items()})
+    out.update({"rows": float(arrays["inputs"].shape[0]), "updates": float(n_updates),
+                "logprob_mismatch": mismatch, "rollout_s": rollout_s, "update_s": update_s,
+                "env_s": stats["env_s"], "sample_s": stats["sample_s"], "env_steps": float(stats["env_steps"]),
+                "generated_tokens": float(stats["generated_tokens"]),
+                "reply_tokens": float(arrays["weights"].sum()),
+                "rollout_entropy": float(np.sum(entropy * arrays["weights"]) / max(arrays["weights"].sum(), 1.0))})
+    if not np.isfinite(out.get("loss", 0.0)):
+        from ee_jax.train.guard import NonFiniteLossError
+
+        raise NonFiniteLossError(f"RL step {step + 1}: the loss is {out['loss']}; the last checkpoint is the last "
+                                 "good state")
+    return out
