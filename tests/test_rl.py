@@ -246,3 +246,11 @@ def test_main_job_adds_rl_rows(trained, tmp_path):
     with open(os.path.join(run, "report.md")) as f:
         text = f.read()
     assert "IL→GRPO" in text and "init→GRPO" in text
+
+
+def test_stage_names():
+    from ee_jax.rl.trainer import stage_name
+
+    assert [stage_name("grpo", "il"), stage_name("ppo", "runs/x:sr"), stage_name("grpo", "init"),
+            stage_name("grpo", "hf:/models/SmolLM2-135M/"), stage_name("grpo", "safetensors:/w/m.v1.safetensors")] \
+        == ["grpo_from_il", "ppo_from_sr", "grpo_from_init", "grpo_from_SmolLM2-135M", "grpo_from_m"]

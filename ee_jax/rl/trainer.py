@@ -31,14 +31,16 @@ from ee_jax.train.state import TrainState
 
 
 def stage_name(algorithm: str, init: str) -> str:
-    """``grpo_from_il``, ``ppo_from_sr``, ``grpo_from_init``; other sources by their last path part."""
+    """``grpo_from_il``, ``ppo_from_sr``, ``grpo_from_init``; ``RUN:STAGE`` by its stage, imported weights
+    by their file or directory name."""
     label = init or "init"
-    if ":" in label and not label.startswith(("hf:", "safetensors:")):
+    for prefix in ("hf:", "safetensors:"):
+        if label.startswith(prefix):
+            label = os.path.basename(label[len(prefix):].rstrip("/")).split(".")[0]
+            break
+    else:
         label = label.rpartition(":")[2]
-    label = os.path.basename(label.rstrip("/")).split(".")[0] if "/" in label or label.startswith(
-        ("hf:", "safetensors:")) else label
-    label = "".join(c if c.isalnum() or c in "-_" else "_" for c in label.split(":")[-1])
-    return f"{algorithm}_from_{label}"
+    return f"{algorithm}_from_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
 
 
 def rl_settings(cfg: Config, init: str) -> dict:
@@ -184,8 +186,8 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
     from ee_jax.envs.registry import make_env_from_config
     from ee_jax.parallel import make_mesh
     from ee_jax.policy import Policy
-    from ee_jax.rl.rollout import collect_rollouts, with_turn_limit
-    from ee_jax.rl.starts import branch_anchors, step_branches, step_tasks, train_tasks
+    from ee_jax.rl.rollout import with_turn_limit
+    from ee_jax.rl.starts import branch_anchors, train_tasks
     from ee_jax.train import selection
     from ee_jax.train.guard import StopSignals, TrainingInterrupted
     from ee_jax.train.init_weights import initial_params
@@ -247,8 +249,7 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
                     if step != resumed_from:
                         save(step)
                     raise TrainingInterrupted(stage, step, stop.signum, ckpt_dir)
-                m = _rl_step(cfg, models, policy, sampler, tasks, anchors, step, seq_len,
-                             collect_rollouts, step_tasks, step_branches)
+                m = _rl_step(cfg, models, policy, sampler, tasks, anchors, step, seq_len)
                 done_steps = step + 1
                 score = None
                 if evaluate_fn is not None and (done_steps % r.eval_every == 0 or done_steps == r.steps):
@@ -283,9 +284,12 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
     return record
 
 
-def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step: int, seq_len: int,
-             collect_rollouts, step_tasks, step_branches) -> dict[str, float]:
+def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step: int,
+             seq_len: int) -> dict[str, float]:
     """One RL iteration: rollouts, advantages, packing, old/reference log-probs, minibatch updates."""
+    from ee_jax.rl.rollout import collect_rollouts
+    from ee_jax.rl.starts import step_branches, step_tasks
+
     r = cfg.rl
     seed = unit_seed(cfg.seed, "rl-step", step)
     t0 = time.perf_counter()
