@@ -106,7 +106,7 @@ def eval_difficulty(cfg: Config) -> int | None:
     return cfg.eval.difficulty or cfg.env.difficulty or None
 
 
-def _heavy(env_name: str) -> bool:
+def heavy_env(env_name: str) -> bool:
     """Environments whose instances are expensive (a JVM each): reuse a few instead of one per episode."""
     from ee_jax.envs.registry import BUILTIN
 
@@ -146,7 +146,7 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
         tasks = envs[0].make_tasks(split, n_tasks, difficulty=eval_difficulty(cfg))
         pending = collections.deque((i, s) for i in range(len(tasks)) for s in range(e.samples))
         # one live environment per episode for the built-ins; a JVM per episode would not fit in memory
-        slots = min(e.batch_size, len(pending)) if _heavy(cfg.env.name) else len(pending)
+        slots = min(e.batch_size, len(pending)) if heavy_env(cfg.env.name) else len(pending)
         active: list[Episode] = []
         finished: dict[tuple[int, int], dict] = {}
         bar = tqdm(total=len(pending), desc=f"eval {cfg.env.name}/{split}", unit="ep", disable=not progress)

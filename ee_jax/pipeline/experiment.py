@@ -66,6 +66,12 @@ def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool 
     return evaluate_policy(policy, cfg, stage=method, out_dir=cfg.run_dir, progress=progress)
 
 
+def _result_row(record: dict, ev: dict) -> dict:
+    """A method's line of ``run_summary.json``: updates, whether training was skipped, success per split."""
+    return {"updates": record["updates"], "skipped_training": bool(record.get("skipped")),
+            **{split: ev["splits"][split]["success"] for split in ev["splits"]}}
+
+
 def rl_starts(cfg: Config) -> list[str]:
     """The RL rows of the main job: ``rl.starts`` when ``recipe.methods`` includes ``rl``, in order."""
     if "rl" not in cfg.recipe.methods:
@@ -121,18 +127,14 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
                            progress=progress)
             ev = timed(f"eval_{method}", evaluate_method, scfg, method, record["policy_stage"],
                        force=not record.get("skipped"), progress=progress)
-            results[f"{seed}/{method}"] = {
-                "updates": record["updates"], "skipped_training": bool(record.get("skipped")),
-                **{split: ev["splits"][split]["success"] for split in ev["splits"]}}
+            results[f"{seed}/{method}"] = _result_row(record, ev)
         for start in rl_starts(cfg):  # RL continuation rows: the same hyperparameters from every start
             record = timed(f"train_{cfg.rl.algorithm}_from_{start}", train_rl, scfg, init=start, overwrite=overwrite,
                            progress=progress)
             stage = record["policy_stage"]
             ev = timed(f"eval_{stage}", evaluate_method, scfg, stage, stage, force=not record.get("skipped"),
                        progress=progress)
-            results[f"{seed}/{stage}"] = {
-                "updates": record["updates"], "skipped_training": bool(record.get("skipped")),
-                **{split: ev["splits"][split]["success"] for split in ev["splits"]}}
+            results[f"{seed}/{stage}"] = _result_row(record, ev)
     report = build_report(cfg.run_dir) if jax.process_index() == 0 else {}
     summary = {"run_dir": cfg.run_dir, "seconds": time.perf_counter() - t0, "timings": timings,
                "collected": {s: sec.get("records") for s, sec in collected.items()}, "results": results,

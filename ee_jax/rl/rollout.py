@@ -145,7 +145,7 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
     from tqdm import tqdm
 
     from ee_jax.envs.registry import make_env_from_config
-    from ee_jax.eval.episodes import _heavy
+    from ee_jax.eval.episodes import heavy_env
     from ee_jax.tokenizer import render_target, stop_token_ids
 
     r = cfg.rl
@@ -157,7 +157,7 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
     starts: list[tuple] = [(t, f"task:{t.id}", m, None) for t in (tasks or []) for m in range(group_size)]
     starts += [(b.task, b.group, b.member, b) for b in (branches or [])]
     pending = collections.deque(enumerate(starts))
-    slots = min(cfg.eval.batch_size, len(pending)) if _heavy(cfg.env.name) else len(pending)
+    slots = min(cfg.eval.batch_size, len(pending)) if heavy_env(cfg.env.name) else len(pending)
     free, envs, active, done = [], [], [], {}
     timing = {"env_s": 0.0, "sample_s": 0.0, "generated_tokens": 0, "env_steps": 0}
     bar = tqdm(total=len(starts), desc="rollouts", unit="ep", disable=not progress)

@@ -95,32 +95,31 @@ class _Models:
     def update(self, arrays: dict, micro_batches: list) -> dict[str, float]:
         """One optimizer update (policy, and critic for PPO) over ``micro_batches`` (row indices of
         ``arrays``); returns summed metrics (token sums; divide by ``tokens`` / ``value_tokens``)."""
-        from ee_jax.rl.step import CRITIC_KEYS, POLICY_KEYS, device_batch
+        from ee_jax.rl.step import CRITIC_KEYS, POLICY_KEYS
 
-        out: dict[str, float] = {}
-        for keys, grads_fn, add, apply, which in (
-                (POLICY_KEYS, self.policy_grads, self.add, self.policy_apply, "policy"),
-                (CRITIC_KEYS, getattr(self, "critic_grads", None), getattr(self, "critic_add", None),
-                 getattr(self, "critic_apply", None), "critic")):
-            if grads_fn is None:
-                continue
-            state = self.state if which == "policy" else self.critic
-            total, count = None, 0.0
-            for idx in micro_batches:
-                g, sums = grads_fn(state.params, device_batch({k: arrays[k][idx] for k in keys}, self.mesh))
-                total = g if total is None else add(total, g)
-                sums = jax.device_get(sums)
-                count += float(sums["tokens"])
-                for k, v in sums.items():
-                    name = "value_tokens" if which == "critic" and k == "tokens" else k
-                    out[name] = out.get(name, 0.0) + float(v)
-            state, norm = apply(state, total, jnp.float32(count))
-            out["grad_norm" if which == "policy" else "critic_grad_norm"] = float(norm)
-            if which == "policy":
-                self.state = state
-            else:
-                self.critic = state
+        self.state, out, norm = self._update_one(self.state, self.policy_grads, self.add, self.policy_apply,
+                                                 POLICY_KEYS, arrays, micro_batches)
+        out["grad_norm"] = norm
+        if self.critic is not None:
+            self.critic, sums, norm = self._update_one(self.critic, self.critic_grads, self.critic_add,
+                                                       self.critic_apply, CRITIC_KEYS, arrays, micro_batches)
+            sums["value_tokens"] = sums.pop("tokens")
+            out.update(sums, critic_grad_norm=norm)
         return out
+
+    def _update_one(self, state, grads_fn, add, apply, keys, arrays, micro_batches):
+        """Sum gradients over the micro-batches, then one update with their token-mean:
+        ``(new state, summed metrics, grad norm)``."""
+        from ee_jax.rl.step import device_batch
+
+        total, sums = None, {}
+        for idx in micro_batches:
+            g, part = grads_fn(state.params, device_batch({k: arrays[k][idx] for k in keys}, self.mesh))
+            total = g if total is None else add(total, g)
+            for k, v in jax.device_get(part).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        state, norm = apply(state, total, jnp.float32(sums["tokens"]))
+        return state, sums, float(norm)
 
     def as_dict(self) -> dict:
         d = self.state.as_dict()
