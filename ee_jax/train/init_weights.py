@@ -6,13 +6,11 @@
 * ``STAGE`` / ``stage:STAGE``: this run's checkpoint of that stage (its selected step);
 * ``RUN_DIR:STAGE``: another run's checkpoint (same model shape);
 * ``safetensors:FILE``: a file written by ``ee_jax.export_safetensors``;
-* ``hf:DIR``: a Hugging Face checkpoint directory (``*.safetensors``) matching ``model``.
+* ``hf:DIR``: a Hugging Face checkpoint directory (``config.json`` + ``*.safetensors``) matching ``model``,
+  read shard by shard (:func:`ee_jax.models.hf_files.load_hf_params`).
 """
 
 from __future__ import annotations
-
-import glob
-import os
 
 import jax
 
@@ -36,17 +34,13 @@ def initial_params(cfg: Config, mesh, spec: str):
         return None, f"init:seed={cfg.seed}"
     _, target = abstract_model(cfg.model, mesh)
     if spec.startswith("hf:"):
-        import safetensors.numpy
+        from ee_jax.models.hf_files import load_hf_params
 
-        from ee_jax.models.hf_convert import from_hf_state_dict
-
-        files = sorted(glob.glob(os.path.join(spec[3:], "*.safetensors")))
-        if not files:
-            raise FileNotFoundError(f"recipe.init={spec!r}: no *.safetensors files in {spec[3:]!r}")
-        sd = {}
-        for f in files:
-            sd.update(safetensors.numpy.load_file(f))
-        return from_hf_state_dict(sd, cfg.model, target), spec
+        # shard by shard into the mesh; config.json must agree with `model` on everything that changes the math
+        try:
+            return load_hf_params(spec[3:], cfg.model, mesh), spec
+        except (FileNotFoundError, ValueError) as e:
+            raise type(e)(f"recipe.init={spec!r}: {e}") from e
     if spec.startswith("safetensors:"):
         from ee_jax.checkpoint import import_safetensors
 
