@@ -251,3 +251,31 @@ def test_missing_log_and_empty_run_are_clear_errors(run_dir, tmp_path):
         collect_results(run_dir)
     with pytest.raises(ReportError, match="no evaluation results"):
         collect_results(str(tmp_path))
+
+
+def test_rl_curves_plot_draws_rl_stages_and_keeps_them_out_of_the_learning_curves():
+    from ee_jax.report.plots import _is_rl, learning_curves_plot, rl_curves_plot
+
+    rl = {f"{stage}/{key}": [[s, 0.1 * s + seed] for s in (1, 2, 3)]
+          for stage in ("grpo_from_il", "grpo_from_sr") for key in ("rl/reward", "rl/success", "rl/kl")
+          for seed in (0,)}
+    metrics = {"0": {**rl, "grpo_from_il/valid/success": [[2, 0.5]]}, "1": rl}
+    png = rl_curves_plot(metrics)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert learning_curves_plot(metrics) is None  # RL stages have their own figure
+    assert rl_curves_plot({"0": {"il/train/loss": [[1, 2.0]]}}) is None
+    assert _is_rl("grpo_from_il") and _is_rl("ppo_from_init") and not _is_rl("iwm_wm") and not _is_rl("grpo")
+
+
+def test_settings_name_the_rl_hyperparameters_when_the_run_has_rl_rows(tiny_config):
+    import dataclasses
+
+    from ee_jax.report.markdown import settings_lines
+
+    rl = dataclasses.asdict(tiny_config("rl.steps=20", "rl.lr=2e-4", "rl.score_reward=5", "rl.max_invalid=2",
+                                        "rl.max_turns=15").rl)
+    lines = settings_lines({"rl": rl, "eval": {"max_invalid": 10}, "seeds": [0]})
+    assert lines[-2] == ("- RL (GRPO, the same settings from every start): 20 steps x 16 tasks x 8 rollouts at "
+                         "temperature 1, lr 0.0002, KL 0.01 (low_var), clip 0.2/0.2; reward 10 x success + 5 x score "
+                         "- 0.1 per invalid action; an episode ends after 2 invalid actions or 15 turns")
+    assert not any(line.startswith("- RL") for line in settings_lines({"rl": None, "seeds": [0]}))

@@ -254,3 +254,53 @@ def test_stage_names():
     assert [stage_name("grpo", "il"), stage_name("ppo", "runs/x:sr"), stage_name("grpo", "init"),
             stage_name("grpo", "hf:/models/SmolLM2-135M/"), stage_name("grpo", "safetensors:/w/m.v1.safetensors")] \
         == ["grpo_from_il", "ppo_from_sr", "grpo_from_init", "grpo_from_SmolLM2-135M", "grpo_from_m"]
+
+
+def test_sigterm_stops_rl_at_a_checkpoint_and_the_resumed_run_matches(trained, tmp_path):
+    """A preempted ``ee-jax rl`` (SIGTERM between steps) saves the step it reached, exits 143, and the
+    same command resumes it to the history of an uninterrupted run, step for step."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    args = AGENT + RL + ["rl.steps=12", "rl.checkpoint_every=1000", "model.dtype=float32", "--no-progress"]
+
+    def rl(run):
+        return [sys.executable, "-m", "ee_jax.cli.main", "rl", "--from", "il", *args, f"run_dir={run}"]
+
+    def history(run):
+        with open(os.path.join(run, "train", "grpo_from_il.json")) as f:
+            return _strip(json.load(f)["history"])
+
+    full = _copy_run(trained, tmp_path / "full")
+    subprocess.run(rl(full), check=True, env=env, capture_output=True)
+    cut = _copy_run(trained, tmp_path / "cut")
+    proc = subprocess.Popen(rl(cut), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = os.path.join(cut, "metrics.jsonl"), time.monotonic() + 240
+
+    def stepped():
+        if not os.path.exists(metrics):
+            return False
+        with open(metrics) as f:
+            return any("grpo_from_il/rl/reward" in line for line in f)
+
+    while not stepped() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "SIGTERM: stage 'grpo_from_il' stopped at step" in err and "Run the same command again to resume" in err
+    stopped = int(err.split("stopped at step ")[1].split(";")[0])
+    assert 1 <= stopped < 12
+    ckpt = os.path.join(cut, "ckpt", "grpo_from_il")
+    assert sorted(d for d in os.listdir(ckpt) if d.isdigit()) == [str(stopped)]
+    assert not os.path.exists(os.path.join(cut, "train", "grpo_from_il.json"))  # unfinished: no record yet
+
+    subprocess.run(rl(cut), check=True, env=env, capture_output=True)
+    with open(os.path.join(cut, "train", "grpo_from_il.json")) as f:
+        assert json.load(f)["stages"][0]["resumed_from"] == stopped
+    assert history(cut) == history(full) and len(history(full)) == 12

@@ -135,6 +135,7 @@ def key_settings(results: dict) -> dict:
         "select": _get(cfg, "recipe.select"), "select_metric": _get(cfg, "recipe.select_metric"),
         "seeds": results["seeds"], "configured_seeds": _get(cfg, "recipe.seeds"),
         "eval": first.get("settings") or _get(cfg, "eval"),
+        "rl": _get(cfg, "rl") if "rl" in (_get(cfg, "recipe.methods") or []) else None,
     }
 
 

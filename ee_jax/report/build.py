@@ -9,7 +9,7 @@ import time
 from ee_jax.experience.store import atomic_write_text as atomic_write
 from ee_jax.report.aggregate import aggregate
 from ee_jax.report.markdown import render_markdown, success_table
-from ee_jax.report.plots import learning_curves_plot, success_plot, world_model_plot
+from ee_jax.report.plots import learning_curves_plot, rl_curves_plot, success_plot, world_model_plot
 from ee_jax.report.results import collect_results
 
 
@@ -35,7 +35,7 @@ def build_report(run_dir: str, *, title: str | None = None) -> dict:
     }
     report["table"] = "\n".join(success_table(report))  # the headline table, for a CLI to print
     figures = {"success.png": success_plot(report), "learning_curves.png": learning_curves_plot(results["metrics"]),
-               "world_model.png": world_model_plot(report)}
+               "world_model.png": world_model_plot(report), "rl_curves.png": rl_curves_plot(results["metrics"])}
     plots = []
     for name, png in figures.items():
         if png is not None:

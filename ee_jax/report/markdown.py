@@ -130,6 +130,17 @@ def settings_lines(settings: dict) -> list[str]:
         f"at most {ev.get('max_invalid')} invalid actions per episode",
         f"- Seeds: {', '.join(str(s) for s in settings.get('seeds') or [])}",
     ]
+    rl = settings.get("rl")
+    if rl:
+        score = f" + {rl['score_reward']:g} x score" if rl.get("score_reward") else ""
+        lines.insert(-1, f"- RL ({rl['algorithm'].upper()}, the same settings from every start): {rl['steps']} steps"
+                     f" x {rl['tasks_per_step']} tasks x {rl['group_size']} rollouts at temperature "
+                     f"{rl['temperature']:g}, "
+                     f"lr {rl['lr']:g}, KL {rl['kl_coef']:g} ({rl['kl_kind']}), clip {rl['clip_low']:g}/"
+                     f"{rl['clip_high']:g}; reward {rl['success_reward']:g} x success{score} - "
+                     f"{rl['invalid_penalty']:g} per invalid action; an episode ends after "
+                     f"{rl['max_invalid'] or ev.get('max_invalid')} invalid actions or "
+                     + (f"{rl['max_turns']} turns" if rl["max_turns"] else "the environment's step limit"))
     return lines
 
 

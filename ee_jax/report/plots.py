@@ -11,6 +11,8 @@ from ee_jax.report.markdown import method_name
 
 STAGE_ORDER = ("il", "iwm_wm", "iwm", "sr")
 CURVES = (("train/loss", "train loss"), ("valid/loss", "valid loss"), ("valid/success", "valid success"))
+RL_CURVES = (("rl/reward", "rollout reward"), ("rl/success", "rollout success"), ("rl/invalid_rate", "invalid rate"),
+             ("rl/kl", "KL to the start"), ("valid/success", "valid success (greedy)"))
 
 
 def _figure(width: float, height: float):
@@ -67,7 +69,7 @@ def success_plot(report: dict) -> bytes | None:
 def learning_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
     """Rows = training stages, columns = train loss / valid loss / valid success, one line per seed."""
     stages = sorted({k.split("/", 1)[0] for per in metrics.values() for k in per
-                     if k.count("/") == 2 and k.split("/", 1)[1] in dict(CURVES)},
+                     if k.count("/") == 2 and k.split("/", 1)[1] in dict(CURVES) and not _is_rl(k.split("/")[0])},
                     key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s))
     curves = [(key, label) for key, label in CURVES
               if any(f"{st}/{key}" in per for st in stages for per in metrics.values())]
@@ -92,6 +94,41 @@ def learning_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
                 ax.legend(fontsize=7)
             if not drawn:
                 ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+    return _png(fig)
+
+
+def _is_rl(stage: str) -> bool:
+    return stage.split("_from_", 1)[0] in ("grpo", "ppo") and "_from_" in stage
+
+
+def rl_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
+    """One panel per RL metric (rollout reward, success, invalid rate, KL, valid success) against the RL
+    step, one line per start (IL→GRPO, ...): the mean over seeds, shaded between the lowest and highest seed."""
+    import numpy as np
+
+    starts = ("il", "iwm", "sr", "init")
+    stages = sorted({k.split("/", 1)[0] for per in metrics.values() for k in per if _is_rl(k.split("/", 1)[0])},
+                    key=lambda s: (starts.index(s.split("_from_")[1]) if s.split("_from_")[1] in starts else 9, s))
+    if not stages:
+        return None
+    fig = _figure(3.2 * len(RL_CURVES), 3.0)
+    for c, (key, label) in enumerate(RL_CURVES):
+        ax = fig.add_subplot(1, len(RL_CURVES), c + 1)
+        for stage, color in zip(stages, _colors(len(stages))):
+            per_seed = [dict(map(tuple, per[f"{stage}/{key}"])) for per in metrics.values()
+                        if per.get(f"{stage}/{key}")]
+            steps = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
+            if not steps:
+                continue
+            values = np.asarray([[d[s] for s in steps] for d in per_seed])
+            ax.plot(steps, values.mean(0), color=color, label=method_name(stage),
+                    marker="o" if len(steps) < 20 else None, markersize=3)
+            if len(per_seed) > 1:
+                ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("RL step", fontsize=8)
+        if c == 0:
+            ax.legend(fontsize=7)
     return _png(fig)
 
 
