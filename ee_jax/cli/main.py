@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     sa.set_defaults(func=cmd_lm_sample)
 
-    from ee_jax.cli import collect, data, envs, rl, serve, train
+    from ee_jax.cli import collect, data, envs, models, rl, serve, train
     from ee_jax.cli import eval as eval_cli
 
     envs.add_parser(sub)
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.add_parser(sub)
     train.add_parsers(sub)
     rl.add_parser(sub)
+    models.add_parsers(sub)
     return p
 
 
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"ee-jax: error: {e}", file=sys.stderr)
         return 1
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"ee-jax: error: {e}", file=sys.stderr)
         return 2
     return 0

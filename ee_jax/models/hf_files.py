@@ -58,7 +58,8 @@ from ee_jax.config.schema import RopeScalingConfig
 from ee_jax.models.hf_convert import _norm_names, hf_config, hf_family, to_hf_state_dict
 from ee_jax.models.transformer import layer_windows
 
-__all__ = ["load_hf_params", "model_config_from_hf", "save_hf_checkpoint"]
+__all__ = ["load_hf_params", "model_config_from_hf", "save_hf_checkpoint", "write_dir_atomically",
+           "write_safetensors"]
 
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -600,11 +601,12 @@ def _shards(sd: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np.ndar
     return shards
 
 
-def _check_out_dir(out_dir: str, overwrite: bool) -> None:
+def check_out_dir(out_dir: str, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` if ``out_dir`` is a file, or a non-empty directory and not ``overwrite``."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise FileExistsError(f"export target {out_dir} exists and is not a directory")
+        raise FileExistsError(f"target {out_dir} exists and is not a directory")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(f"export target {out_dir} exists and is not empty (pass overwrite=True to replace it)")
+        raise FileExistsError(f"target {out_dir} exists and is not empty (overwrite=True / --overwrite replaces it)")
 
 
 def _copy_tokenizer(tokenizer_dir: str, dest: str) -> None:
@@ -618,6 +620,26 @@ def _copy_tokenizer(tokenizer_dir: str, dest: str) -> None:
         shutil.copy2(os.path.join(tokenizer_dir, f), os.path.join(dest, f))
 
 
+def write_safetensors(dest: str, sd: dict[str, np.ndarray], max_shard_bytes: int = 2**30) -> None:
+    """Write ``sd`` into ``dest`` as ``model.safetensors``, or as shards of at most ``max_shard_bytes``
+    plus ``model.safetensors.index.json`` (the layout ``transformers`` reads)."""
+    shards = _shards(sd, max_shard_bytes)
+    meta = {"format": "pt"}  # transformers rejects safetensors files whose format it does not know
+    if len(shards) == 1:
+        safetensors.numpy.save_file(shards[0], os.path.join(dest, "model.safetensors"), metadata=meta)
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        safetensors.numpy.save_file(shard, os.path.join(dest, file), metadata=meta)
+        weight_map.update(dict.fromkeys(shard, file))
+    index = {"metadata": {"total_size": sum(a.nbytes for a in sd.values()),
+                          "total_parameters": sum(int(a.size) for a in sd.values())},
+             "weight_map": dict(sorted(weight_map.items()))}
+    with open(os.path.join(dest, INDEX_FILE), "w", encoding="utf-8") as fh:
+        json.dump(index, fh, indent=2)
+
+
 def _write_dir(tmp: str, sd: dict[str, np.ndarray], cfg: ModelConfig, max_shard_bytes: int,
                tokenizer_dir: str | None, token_ids: dict[str, Any]) -> None:
     import transformers
@@ -625,23 +647,40 @@ def _write_dir(tmp: str, sd: dict[str, np.ndarray], cfg: ModelConfig, max_shard_
     hf_config(cfg, **token_ids).to_json_file(os.path.join(tmp, "config.json"), use_diff=True)
     if token_ids:
         transformers.GenerationConfig(**token_ids).to_json_file(os.path.join(tmp, "generation_config.json"))
-    shards = _shards(sd, max_shard_bytes)
-    meta = {"format": "pt"}  # transformers rejects safetensors files whose format it does not know
-    if len(shards) == 1:
-        safetensors.numpy.save_file(shards[0], os.path.join(tmp, "model.safetensors"), metadata=meta)
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards, 1):
-            file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            safetensors.numpy.save_file(shard, os.path.join(tmp, file), metadata=meta)
-            weight_map.update(dict.fromkeys(shard, file))
-        index = {"metadata": {"total_size": sum(a.nbytes for a in sd.values()),
-                              "total_parameters": sum(int(a.size) for a in sd.values())},
-                 "weight_map": dict(sorted(weight_map.items()))}
-        with open(os.path.join(tmp, INDEX_FILE), "w", encoding="utf-8") as fh:
-            json.dump(index, fh, indent=2)
+    write_safetensors(tmp, sd, max_shard_bytes)
     if tokenizer_dir:
         _copy_tokenizer(os.fspath(tokenizer_dir), tmp)
+
+
+def write_dir_atomically(out_dir: str | os.PathLike, fill: Callable[[str], None], *, overwrite: bool = False) -> str:
+    """Build a directory with ``fill(tmp)`` in a temporary sibling of ``out_dir``, then rename it into place.
+
+    A non-empty ``out_dir`` is refused (``FileExistsError``) unless ``overwrite``; it is then replaced
+    only once the new one is complete, and put back if the rename fails. Returns ``out_dir`` (absolute).
+    """
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    check_out_dir(out_dir, overwrite)
+    parent, base = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{base}.tmp-{os.getpid()}")
+    old = os.path.join(parent, f".{base}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    moved = False
+    try:
+        fill(tmp)
+        if os.path.isdir(out_dir):
+            os.replace(out_dir, old)  # an empty or (overwrite) replaced directory; removed once the new one is in
+            moved = True
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if moved and not os.path.exists(out_dir):
+            os.replace(old, out_dir)  # put the previous one back
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
 
 
 def save_hf_checkpoint(params, cfg: ModelConfig, out_dir: str | os.PathLike, *,
@@ -668,30 +707,9 @@ def save_hf_checkpoint(params, cfg: ModelConfig, out_dir: str | os.PathLike, *,
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes={max_shard_bytes}: expected > 0")
     if jax.process_count() == 1:
-        _check_out_dir(out_dir, overwrite)  # fail before the gather; multi-host checks after it (no hang)
+        check_out_dir(out_dir, overwrite)  # fail before the gather; multi-host checks after it (no hang)
     sd = to_hf_state_dict(params, cfg)  # collective on multi-host
     if jax.process_index() != 0:
         return out_dir
-    _check_out_dir(out_dir, overwrite)
-    parent, base = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{base}.tmp-{os.getpid()}")
-    old = os.path.join(parent, f".{base}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    moved = False
-    try:
-        _write_dir(tmp, sd, cfg, max_shard_bytes, tokenizer_dir, token_ids)
-        if os.path.isdir(out_dir):
-            os.replace(out_dir, old)  # an empty or (overwrite) replaced export; removed once the new one is in
-            moved = True
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if moved and not os.path.exists(out_dir):
-            os.replace(old, out_dir)  # put the previous export back
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return out_dir
-
+    return write_dir_atomically(
+        out_dir, lambda tmp: _write_dir(tmp, sd, cfg, max_shard_bytes, tokenizer_dir, token_ids), overwrite=overwrite)

@@ -1,8 +1,10 @@
 """Named model shapes: a scaling ladder in Llama-3 proportions and the shapes of real models.
 
 A preset is a partial :class:`~ee_jax.config.ModelConfig` (a dict of overrides); ``model.preset=NAME``
-in a config expands it. Ladder models are for scratch training, so their vocabulary is a default that
-the tokenizer usually replaces.
+in a config expands it. ``model.preset=hf:DIR`` reads the shape of a Hugging Face checkpoint directory
+(``config.json``; e.g. one written by ``ee-jax import``), so a config points at imported weights.
+Ladder models are for scratch training, so their vocabulary is a default that the tokenizer usually
+replaces.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ PRESETS: dict[str, dict[str, Any]] = {**LADDER, **REAL}
 
 
 def get_preset(name: str) -> dict[str, Any]:
-    """The overrides for preset ``name`` (a fresh copy, with ``name`` set)."""
+    """The overrides for preset ``name`` (a fresh copy, with ``name`` set); ``hf:DIR`` reads ``DIR/config.json``."""
+    if name.startswith("hf:"):
+        return _hf_preset(name[3:])
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; expected one of: {', '.join(PRESETS)}")
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[name].items()}
@@ -81,3 +85,21 @@ def preset_config(name: str, **overrides):
 
     args = [f"model.preset={name}"] + [f"model.{k}={v}" for k, v in overrides.items()]
     return load_config(None, args).model
+
+
+def _hf_preset(hf_dir: str) -> dict[str, Any]:
+    import dataclasses
+    import os
+
+    from ee_jax.models.hf_files import model_config_from_hf
+
+    if not os.path.isfile(os.path.join(hf_dir, "config.json")):
+        raise KeyError(f"hf:{hf_dir}: no config.json there; import the weights first (`ee-jax import NAME|FILE.gguf "
+                       f"{hf_dir}`, see docs/models.md)")
+    try:
+        cfg = model_config_from_hf(hf_dir)
+    except ValueError as e:
+        raise KeyError(f"hf:{hf_dir}: {e}") from None
+    out = dataclasses.asdict(cfg)
+    out["name"] = os.path.basename(os.path.normpath(hf_dir))
+    return out

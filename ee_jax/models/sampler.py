@@ -171,8 +171,7 @@ class Sampler:
             if self.tokenizer is None:
                 raise ValueError("string prompts need a tokenizer; pass token ids instead")
             ids = self.tokenizer.encode(prompt)
-            bos = getattr(self.tokenizer, "bos_id", -1)
-            return ([bos] if bos is not None and bos >= 0 else []) + ids
+            return ([self.tokenizer.bos_id] if getattr(self.tokenizer, "add_bos", False) else []) + ids
         return list(prompt)
 
     def _stop_ids(self, extra: Sequence[int]) -> np.ndarray:

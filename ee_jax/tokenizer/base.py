@@ -52,6 +52,12 @@ class Tokenizer(abc.ABC):
         """Beginning-of-sequence id, or -1 if the vocabulary has none."""
 
     @property
+    def add_bos(self) -> bool:
+        """Whether prompts start with the BOS id: True when there is one, unless the tokenizer's config
+        says the model was trained without it (``add_bos_token: false``, e.g. ChatML models)."""
+        return self.bos_id >= 0
+
+    @property
     @abc.abstractmethod
     def eos_id(self) -> int:
         """End-of-sequence id, or -1 if the vocabulary has none."""

@@ -64,21 +64,30 @@ class HFTokenizer(Tokenizer):
                 value, source = self._from_sibling_configs(path.parent, f"{role}_token")
             self._special[role] = self._resolve(role, value, source)
         self._control_ids = {i for i in self._special.values() if i >= 0}
+        self._add_bos = self._special["bos"] >= 0 and self._sibling_value(path.parent, "add_bos_token") is not False
 
     @staticmethod
-    def _from_sibling_configs(folder: Path, key: str) -> tuple[str | None, str]:
+    def _sibling_configs(folder: Path):
         for name in _SIBLING_CONFIGS:
             cfg_path = folder / name
             if not cfg_path.is_file():
                 continue
             try:
-                cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+                yield json.loads(cfg_path.read_text(encoding="utf-8")), str(cfg_path)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"cannot parse {str(cfg_path)!r}: {e}") from e
+
+    @classmethod
+    def _from_sibling_configs(cls, folder: Path, key: str) -> tuple[str | None, str]:
+        for cfg, where in cls._sibling_configs(folder):
             token = _token_content(cfg.get(key))
             if token is not None:
-                return token, str(cfg_path)
+                return token, where
         return None, ""
+
+    @classmethod
+    def _sibling_value(cls, folder: Path, key: str):
+        return next((cfg[key] for cfg, _ in cls._sibling_configs(folder) if key in cfg), None)
 
     def _resolve(self, role: str, value: str | int | None, source: str) -> int:
         if value is None:
@@ -116,6 +125,11 @@ class HFTokenizer(Tokenizer):
     def bos_id(self) -> int:
         """BOS id, or -1 if none was configured."""
         return self._special["bos"]
+
+    @property
+    def add_bos(self) -> bool:
+        """False when ``tokenizer_config.json`` says ``add_bos_token: false`` (e.g. SmolLM2's ChatML)."""
+        return self._add_bos
 
     @property
     def eos_id(self) -> int:

@@ -73,7 +73,9 @@ def _encode_parts(tokenizer: Tokenizer, parts: Sequence) -> list[int]:
     return ids + (tokenizer.encode(text) if text else [])
 
 
-def _bos(tokenizer: Tokenizer, add_bos: bool) -> list[int]:
+def _bos(tokenizer: Tokenizer, add_bos: bool | None) -> list[int]:
+    if add_bos is None:
+        add_bos = tokenizer.add_bos
     if not add_bos:
         return []
     if tokenizer.bos_id < 0:
@@ -87,12 +89,12 @@ def render_prompt(
     prompt: Prompt,
     *,
     system: str | None = None,
-    add_bos: bool = True,
+    add_bos: bool | None = None,
 ) -> np.ndarray:
     """Ids fed to the model at inference: [BOS] + prompt turns + generation prefix (int32).
 
-    ``add_bos`` adds the tokenizer's BOS *id*; the template's textual BOS (``<|begin_of_text|>``,
-    ``<bos>``) is not rendered, so BOS is never doubled.
+    ``add_bos`` adds the tokenizer's BOS *id* (default: ``tokenizer.add_bos``); the template's textual BOS
+    (``<|begin_of_text|>``, ``<bos>``) is not rendered, so BOS is never doubled.
     """
     template = get_template(template)
     parts = template.render_parts(prompt_messages(prompt, system), add_generation_prompt=True)
@@ -117,7 +119,7 @@ def render_example(
     target: str,
     *,
     system: str | None = None,
-    add_bos: bool = True,
+    add_bos: bool | None = None,
     max_len: int | None = None,
 ) -> RenderedExample:
     """A supervised example: ``render_prompt(...)`` then ``render_target(...)``, loss on the target.
@@ -128,7 +130,7 @@ def render_example(
         prompt: a user message string, or a message list ending with a user turn (multi-turn).
         target: the assistant's reply (its end-of-turn marker is added here).
         system: optional system message put before the prompt.
-        add_bos: start with the tokenizer's BOS id.
+        add_bos: start with the tokenizer's BOS id (default: ``tokenizer.add_bos``).
         max_len: if set and the example is longer, drop prompt tokens from the *start* (just after
             BOS, which is kept) so the most recent context and the whole target survive.
 
