@@ -39,7 +39,8 @@ TEXTS = [
     "numbers 1234567890 and 42.", "go to fridge 1", "take apple 1 from countertop 1", OBSERVATION,
     "<|im_start|>user\nhi<|im_end|>\n", "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n",
     "def f(x):\n    return {'a': [1, 2]}  # comment", "Ümlaut ñ ß ø — “quotes” … ‘single’", "a\u00a0b\u200bc",
-    "", " ", "\n", "😀😀😀 emoji run", "https://example.com/path?q=1&r=2", "ALL CAPS SENTENCE.", "tab\tseparated\tvalues",
+    "", " ", "\n", "😀😀😀 emoji run", "https://example.com/path?q=1&r=2", "ALL CAPS SENTENCE.",
+    "tab\tseparated\tvalues",
 ]
 
 
@@ -121,7 +122,8 @@ def test_weights_identical_to_transformers_gguf_loader(root, name):
     assert sorted(ours) == sorted(ref)
     for k in ours:
         np.testing.assert_array_equal(ours[k], ref[k], err_msg=k)
-    source = json.load(open(os.path.join(d, "gguf_source.json")))
+    with open(os.path.join(d, "gguf_source.json")) as f:
+        source = json.load(f)
     assert source["parameters"] == {"smollm2-135m-instruct": 134_515_008, "gemma3-270m": 268_098_176}[name]
 
 

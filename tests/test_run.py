@@ -85,3 +85,34 @@ def test_rerun_skips_finished_stages(finished):
     assert [os.stat(p).st_mtime_ns for p in evals] == stamps  # evaluations of unchanged checkpoints are kept
     strip = lambda res: {k: {x: y for x, y in v.items() if x != "skipped_training"} for k, v in res.items()}  # noqa: E731
     assert strip(again["results"]) == strip(first["results"])
+
+
+def test_export_cli_writes_what_transformers_loads(finished, tmp_path):
+    """``ee-jax export RUN --stage il``: an HF directory whose logits equal the run's policy."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from tests.conftest import require
+
+    torch, transformers = require("torch"), require("transformers")
+
+    from ee_jax.models import apply_model
+    from ee_jax.parallel import use_mesh
+    from ee_jax.policy import load_policy
+
+    run_dir = os.path.join(finished[0], "seeds", "0")
+    out = str(tmp_path / "il-hf")
+    proc = subprocess.run([sys.executable, "-m", "ee_jax.cli.main", "export", run_dir, out, "--stage", "il", "--json"],
+                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    payload = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert payload["out_dir"] == out and payload["stage"] == "il"
+    assert {"config.json", "model.safetensors", "spm.model"} <= set(os.listdir(out))
+    policy = load_policy(run_dir, stage="il")
+    ids = np.asarray([[policy.tokenizer.bos_id] + policy.tokenizer.encode("go to fridge 1")] * 8, np.int32)  # 8 devices
+    with use_mesh(policy.mesh):
+        ours = np.asarray(apply_model(policy.graphdef, policy.params, jnp.asarray(ids))[0])
+    model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        theirs = model(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
+    assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) < 1e-4
