@@ -74,6 +74,18 @@ def run_tokenizer(cfg: Config):
     return SentencePieceTokenizer(path)
 
 
+def _stage_model(cfg: Config, saved: set[str], where: str) -> Config:
+    """``cfg`` with the LoRA setting the checkpoint was trained with: a stage trained without adapters
+    (e.g. ``il``, before ``ee-jax rl ... model.lora_rank=8`` on the same run) loads as the plain model."""
+    has_adapters = any(".lora_" in n for n in saved)
+    if has_adapters == bool(cfg.model.lora_rank):
+        return cfg
+    if not has_adapters:
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, lora_rank=0))
+    raise ValueError(f"checkpoint {where} holds LoRA adapters but the config has model.lora_rank=0; load it with "
+                     "the run's LoRA settings (model.lora_rank, model.lora_alpha, model.lora_targets)")
+
+
 def checkpoint_stages(run_dir: str) -> list[str]:
     """Stages of ``run_dir`` that have at least one finished checkpoint."""
     from ee_jax.checkpoint import Checkpointer
@@ -132,10 +144,11 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
                                     f"checkpoints: {stages or 'none'})")
         graphdef, params = init_params(cfg.model, mesh, seed=cfg.seed)
         return Policy(cfg, graphdef, params, tok, mesh, source=f"init:seed={cfg.seed}")
-    graphdef, abs_params = abstract_model(cfg.model, mesh)
     ckpt_dir = os.path.join(run_dir, "ckpt", stage)
     with Checkpointer(ckpt_dir, async_save=False) as ckpt:
         step = selected_step(ckpt_dir) or ckpt.latest_step()  # the stage's reported checkpoint
+        cfg = _stage_model(cfg, ckpt.saved_names(step), f"{ckpt_dir}@{step}")
+        graphdef, abs_params = abstract_model(cfg.model, mesh)
         # only the parameters: optimizer moments (and an RL stage's reference / critic) stay on disk
         restored = ckpt.restore_subtree(step, {"params": abs_params})
     return Policy(cfg, graphdef, restored["params"], tok, mesh, source=f"checkpoint:{ckpt_dir}@{step}")

@@ -393,3 +393,12 @@ def test_recipe_init_hf_dir_streams_the_checkpoint(root):
     wrong = dataclasses.replace(run_cfg, model=dataclasses.replace(cfg, rope_theta=10000.0))
     with pytest.raises(ValueError, match=r"recipe.init='hf:.*rope_theta"):
         initial_params(wrong, mesh, f"hf:{hf_dir}")
+
+    # LoRA: the HF weights become the frozen base, with fresh adapters (B = 0) on every target
+    lora = dataclasses.replace(run_cfg, model=dataclasses.replace(cfg, lora_rank=2))
+    got, _ = initial_params(lora, mesh, f"hf:{hf_dir}")
+    from ee_jax.models.lora import adapter_count, merge_lora
+
+    assert adapter_count(got) > 0
+    merged, _ = merge_lora(got, lora.model, mesh)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), merged, params)

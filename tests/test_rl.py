@@ -304,3 +304,34 @@ def test_sigterm_stops_rl_at_a_checkpoint_and_the_resumed_run_matches(trained, t
     with open(os.path.join(cut, "train", "grpo_from_il.json")) as f:
         assert json.load(f)["stages"][0]["resumed_from"] == stopped
     assert history(cut) == history(full) and len(history(full)) == 12
+
+
+def test_lora_ppo_trains_only_the_adapters_and_the_value_head(trained, tmp_path):
+    """``model.lora_rank``: RL from a full fine-tuning checkpoint adds adapters; the base stays exact."""
+    from ee_jax.checkpoint.safetensors_io import _leaf_value, named_leaves
+    from ee_jax.policy import load_policy
+    from ee_jax.rl.trainer import train_rl
+
+    cfg = _config(_copy_run(trained, tmp_path / "lora"), "model.lora_rank=4", "rl.algorithm=ppo", "rl.steps=1")
+    (h,) = train_rl(cfg, init="il", progress=False)["history"]
+    assert np.isfinite(h["loss"]) and h["grad_norm"] > 0 and h["critic_grad_norm"] > 0 and h["value_loss"] > 0
+    named = lambda p: {n: np.asarray(_leaf_value(v)) for n, v in named_leaves(p)[0]}  # noqa: E731
+    il = named(load_policy(cfg=_config(trained), stage="il").params)
+    after = named(load_policy(cfg=cfg, stage="ppo_from_il").params)
+    assert set(after) - set(il) and all(".lora_" in n for n in set(after) - set(il))
+    for name, value in il.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    assert max(np.abs(v).max() for n, v in after.items() if n.endswith(".b")) > 0
+    # export folds the adapters in: plain HF tensor names, and the model computes what the adapted one did
+    import json
+
+    from ee_jax.cli.main import main
+    from ee_jax.config import save_config
+    from ee_jax.models.hf_files import model_config_from_hf
+
+    save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"))
+    out = str(tmp_path / "merged")
+    assert main(["export", cfg.run_dir, out, "--stage", "ppo_from_il"]) == 0
+    with open(os.path.join(out, "config.json")) as f:
+        assert "lora" not in json.dumps(json.load(f))
+    assert model_config_from_hf(out).lora_rank == 0

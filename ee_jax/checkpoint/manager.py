@@ -304,6 +304,17 @@ class Checkpointer:
         args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
         return self._mngr.restore(step, args=ocp.args.Composite(**{_STATE: args}))[_STATE]
 
+    def saved_names(self, step: int, entry: str = "params") -> set[str]:
+        """Dotted names of the leaves saved under ``entry`` at ``step`` (read from the metadata, no arrays)."""
+        md = ocp.PyTreeCheckpointer().metadata(os.path.join(self.directory, str(int(step)), _STATE))
+        tree = getattr(md, "item_metadata", md)
+        tree = getattr(tree, "tree", tree)
+        names = set()
+        for path, _ in jax.tree_util.tree_flatten_with_path((tree or {}).get(entry, {}))[0]:
+            keys = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+            names.add(".".join(k for k in keys if k != "value"))
+        return names
+
     # -- bookkeeping ----------------------------------------------------------------------------------------
 
     def latest_step(self) -> int | None:

@@ -34,12 +34,12 @@ def cmd_export(args) -> None:
     import dataclasses
 
     from ee_jax.models.hf_files import save_hf_checkpoint
+    from ee_jax.models.lora import merge_lora
     from ee_jax.policy import load_policy
 
     policy = load_policy(args.run_dir, stage=args.stage)
     cfg, tok = policy.cfg, policy.tokenizer
-    model_cfg = cfg.model
-    params = policy.params
+    params, model_cfg = merge_lora(policy.params, cfg.model, policy.mesh)  # LoRA: W + (alpha / R) A B
     if args.dtype:
         import jax
         import jax.numpy as jnp
@@ -54,7 +54,7 @@ def cmd_export(args) -> None:
     out = save_hf_checkpoint(params, model_cfg, args.out_dir, tokenizer_dir=tok_src, token_ids=ids,
                              overwrite=args.overwrite)
     payload = {"out_dir": out, "stage": args.stage, "source": policy.source, "dtype": model_cfg.param_dtype,
-               "tokenizer": tok_src}
+               "tokenizer": tok_src, "merged_lora_rank": cfg.model.lora_rank}
     _emit(args, f"exported {policy.source} -> {out} (load with transformers.AutoModelForCausalLM.from_pretrained)",
           payload)
 

@@ -55,6 +55,10 @@ class ModelConfig:
     remat: str = "none"  # none | full | dots (save matmul outputs)
     scan_layers: bool = False
     attention_impl: str = "xla"  # xla | cudnn | splash | auto
+    # LoRA (ee_jax.models.lora): rank 0 = full fine-tuning. Targets are projection names, comma-separated.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0  # the update is (alpha / rank) * A @ B
+    lora_targets: str = "q,k,v,o,gate,up,down"
 
 
 @dataclass

@@ -51,6 +51,16 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         _fail("model.num_kv_heads", m.num_kv_heads, f"a divisor of model.num_heads={m.num_heads}")
     if m.global_every and not m.sliding_window:
         _fail("model.global_every", m.global_every, "0 unless model.sliding_window > 0")
+    if m.lora_rank < 0:
+        _fail("model.lora_rank", m.lora_rank, "0 (full fine-tuning) or a positive rank")
+    if m.lora_rank:
+        from ee_jax.models.lora import TARGETS
+
+        targets = [x.strip() for x in m.lora_targets.split(",") if x.strip()]
+        if not targets or set(targets) - set(TARGETS):
+            _fail("model.lora_targets", m.lora_targets, "a comma-separated subset of " + ",".join(TARGETS))
+        if m.lora_alpha <= 0:
+            _fail("model.lora_alpha", m.lora_alpha, "a positive number")
     t = cfg.train
     for key in ("steps", "batch_size", "seq_len", "grad_accum"):
         if getattr(t, key) <= 0:

@@ -197,6 +197,16 @@ class Attention(nnx.Module):
         scalar = cfg.query_pre_attn_scalar or hd
         self.scale = float(scalar) ** -0.5
         self.dtype = dtype_of(cfg.dtype)
+        from ee_jax.models.lora import LoRA, lora_targets
+
+        targets = lora_targets(cfg)
+        shapes = {"q": ((d,), (n, hd), ("embed",), ("heads", "head_dim")),
+                  "k": ((d,), (kv, hd), ("embed",), ("kv_heads", "head_dim")),
+                  "v": ((d,), (kv, hd), ("embed",), ("kv_heads", "head_dim")),
+                  "o": ((n, hd), (d,), ("heads", "head_dim"), ("embed",))}
+        for name in targets & set(shapes):
+            setattr(self, f"lora_{name}", LoRA(cfg, *shapes[name], rngs=rngs))
+        self.adapted = tuple(sorted(targets & set(shapes)))
 
     def __call__(self, x, rope, positions, segment_ids, window, cache=None):
         """x [B,T,D]. ``cache`` is ``(k_cache, v_cache)`` [B,S,K,H] or None; returns (out, new_cache).
@@ -206,8 +216,14 @@ class Attention(nnx.Module):
         """
         dt, cfg = self.dtype, self.cfg
         # Projections as 2-D matmuls on [D, heads*head_dim] views of the kernels (see layers.dense).
-        proj = lambda w: dense(x, w[...].astype(dt).reshape(w.shape[0], -1)).reshape(*x.shape[:-1], *w.shape[1:])  # noqa: E731
-        q, k, v = proj(self.q), proj(self.k), proj(self.v)
+        def proj(name):
+            w = getattr(self, name)
+            y = dense(x, w[...].astype(dt).reshape(w.shape[0], -1))
+            if name in self.adapted:
+                y = y + getattr(self, f"lora_{name}")(x)
+            return y.reshape(*x.shape[:-1], *w.shape[1:])
+
+        q, k, v = proj("q"), proj("k"), proj("v")
         if cfg.qkv_bias:
             q, k, v = q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt), v + self.v_bias[...].astype(dt)
         if cfg.qk_norm:
@@ -232,4 +248,8 @@ class Attention(nnx.Module):
             out = dot_product_attention(q, k_cache.astype(dt), v_cache.astype(dt), mask, self.scale, impl)
             new_cache = (k_cache, v_cache)
         o = self.o[...].astype(dt)
-        return dense(out.reshape(*out.shape[:-2], -1), o.reshape(-1, o.shape[-1])), new_cache
+        flat = out.reshape(*out.shape[:-2], -1)
+        y = dense(flat, o.reshape(-1, o.shape[-1]))
+        if "o" in self.adapted:
+            y = y + self.lora_o(flat)
+        return y, new_cache

@@ -65,13 +65,23 @@ class GatedMLP(nnx.Module):
         self.down = make_param(rngs, init, (cfg.ffn_dim, cfg.d_model), ("mlp", "embed"), pd)
         self.activation = cfg.activation
         self.dtype = dtype_of(cfg.dtype)
+        from ee_jax.models.lora import LoRA, lora_targets
+
+        shapes = {"gate": ((cfg.d_model,), (cfg.ffn_dim,), ("embed",), ("mlp",)),
+                  "up": ((cfg.d_model,), (cfg.ffn_dim,), ("embed",), ("mlp",)),
+                  "down": ((cfg.ffn_dim,), (cfg.d_model,), ("mlp",), ("embed",))}
+        self.adapted = tuple(sorted(lora_targets(cfg) & set(shapes)))
+        for name in self.adapted:
+            setattr(self, f"lora_{name}", LoRA(cfg, *shapes[name], rngs=rngs))
+
+    def _proj(self, name: str, x: jax.Array) -> jax.Array:
+        y = dense(x, getattr(self, name)[...].astype(self.dtype))
+        return y + getattr(self, f"lora_{name}")(x) if name in self.adapted else y
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        dt = self.dtype
-        g = dense(x, self.gate[...].astype(dt))
-        u = dense(x, self.up[...].astype(dt))
+        g, u = self._proj("gate", x), self._proj("up", x)
         act = jax.nn.silu(g) if self.activation == "silu" else jax.nn.gelu(g, approximate=True)
-        return dense(act * u, self.down[...].astype(dt))
+        return self._proj("down", act * u)
 
 
 def rope_inv_freq(cfg: ModelConfig, theta: float) -> jnp.ndarray:

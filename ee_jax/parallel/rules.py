@@ -30,6 +30,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("norm", None),
     ("layers", None),
     ("cache_length", None),
+    ("lora_rank", None),  # LoRA adapters: the small rank axis is replicated, the other follows its kernel
 )
 
 

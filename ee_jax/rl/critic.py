@@ -15,6 +15,8 @@ from ee_jax.config import ModelConfig
 from ee_jax.models.transformer import Decoder
 from ee_jax.parallel.rules import use_mesh
 
+CRITIC_HEAD = ("head", "bias")  # trained with the trunk's adapters when the model has LoRA
+
 
 class ValueModel(nnx.Module):
     """``(tokens, positions, segment_ids) -> values [B, T]`` (fp32)."""

@@ -25,9 +25,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from ee_jax.config import RLConfig
 from ee_jax.models.factory import apply_model
+from ee_jax.models.lora import freeze_base
 from ee_jax.parallel.rules import use_mesh
 from ee_jax.rl import losses
-from ee_jax.rl.critic import apply_critic
+from ee_jax.rl.critic import CRITIC_HEAD, apply_critic
 from ee_jax.train.state import TrainState
 from ee_jax.train.step import batch_sharding
 
@@ -87,6 +88,7 @@ def make_policy_grads(graphdef, param_shardings, mesh, rl: RLConfig):
         mask = batch["weights"]
 
         def loss_fn(p):
+            p = freeze_base(p)  # LoRA: only the adapters get gradients
             logits, _ = apply_model(graphdef, p, batch["inputs"], batch["positions"], batch["segment_ids"])
             logp, entropy = losses.token_logprobs(logits / rl.temperature, batch["targets"])
             pg = losses.policy_loss(logp, batch["old_logprobs"], batch["advantages"], mask,
@@ -118,6 +120,7 @@ def make_critic_grads(graphdef, param_shardings, mesh, rl: RLConfig):
         mask = batch["value_mask"]
 
         def loss_fn(p):
+            p = freeze_base(p, also=CRITIC_HEAD)
             values = apply_critic(graphdef, p, batch["inputs"], batch["positions"], batch["segment_ids"])
             vl = losses.value_loss(values, batch["old_values"], batch["returns"], mask, clip=rl.value_clip)
             return rl.value_coef * vl["vf_sum"], {"value_loss": vl["vf_sum"], "value_clip_fraction": vl["vclipped_sum"],

@@ -52,11 +52,13 @@ def rl_settings(cfg: Config, init: str) -> dict:
             "eval_for_selection": {k: d["eval"][k] for k in ("max_new_tokens", "max_invalid", "temperature")}}
 
 
-def _rl_optimizer(cfg: Config, lr: float):
+def _rl_optimizer(cfg: Config, lr: float, also: tuple[str, ...] = ()):
+    from ee_jax.models.lora import only_adapters
     from ee_jax.train import make_optimizer
 
     ocfg = dataclasses.replace(cfg.optimizer, lr=lr, schedule="constant", warmup_steps=cfg.rl.warmup_steps)
-    return make_optimizer(ocfg, max(cfg.rl.steps, 1))
+    tx = make_optimizer(ocfg, max(cfg.rl.steps, 1))
+    return only_adapters(tx, also) if cfg.model.lora_rank else tx
 
 
 class _Models:
@@ -80,11 +82,11 @@ class _Models:
         self.add = make_accumulate(self.param_shardings, mesh)
         self.critic = None
         if r.algorithm == "ppo":
-            from ee_jax.rl.critic import critic_from_policy
+            from ee_jax.rl.critic import CRITIC_HEAD, critic_from_policy
             from ee_jax.rl.step import make_critic_grads, make_value_fn
 
             self.critic_graphdef, cparams = critic_from_policy(cfg.model, mesh, self.state.params)
-            self.critic_tx = _rl_optimizer(cfg, r.critic_lr)
+            self.critic_tx = _rl_optimizer(cfg, r.critic_lr, also=CRITIC_HEAD)
             self.critic = _train_state(self.critic_tx, cparams, mesh)
             self.critic_shardings = jax.tree.map(lambda a: a.sharding, self.critic)
             self.value_fn = make_value_fn(self.critic_graphdef, self.critic_shardings.params, mesh)

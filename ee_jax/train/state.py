@@ -38,8 +38,10 @@ def state_shardings(tx: optax.GradientTransformation, abstract_params, mesh) -> 
     replicated = NamedSharding(mesh, PartitionSpec())
     p_shard = jax.tree.map(lambda a: a.sharding, abstract_params)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731  (LoRA: parameters the optimizer leaves alone)
     opt_shard = optax.tree_map_params(
-        tx, lambda _, s: s, abstract_opt, p_shard, transform_non_params=lambda _: replicated,
+        tx, lambda v, s: v if masked(v) else s, abstract_opt, p_shard, transform_non_params=lambda _: replicated,
+        is_leaf=masked,
     )
     return TrainState(step=replicated, params=p_shard, opt_state=opt_shard, rng=replicated)
 

@@ -16,6 +16,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ee_jax.models.factory import apply_model
+from ee_jax.models.lora import freeze_base
 from ee_jax.parallel.rules import logical_to_spec, use_mesh
 from ee_jax.train.loss import weighted_token_loss
 from ee_jax.train.state import TrainState
@@ -29,6 +30,7 @@ def batch_sharding(mesh) -> NamedSharding:
 
 def _micro_grads(graphdef, params, batch):
     def loss_fn(p):
+        p = freeze_base(p)  # LoRA: no weight gradients for the base (identity without adapters)
         logits, _ = apply_model(graphdef, p, batch["inputs"], batch["positions"], batch["segment_ids"])
         total, count, correct = weighted_token_loss(logits, batch["targets"], batch["weights"])
         return total, (count, correct)

@@ -62,6 +62,10 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
     """
     t = cfg.train
     tx = make_optimizer(cfg.optimizer, t.steps)
+    if cfg.model.lora_rank:  # LoRA: AdamW state and updates for the adapters alone
+        from ee_jax.models.lora import only_adapters
+
+        tx = only_adapters(tx)
     schedule = learning_rate_schedule(cfg.optimizer, t.steps)
     ckpt_dir = os.path.join(cfg.run_dir, "ckpt", stage)
     ckpt = Checkpointer(ckpt_dir, keep=t.keep_checkpoints, async_save=t.async_checkpoint, keep_best=select == "best")

@@ -1,0 +1,170 @@
+"""LoRA: low-rank adapters on the attention and MLP projections, trained while the base stays frozen.
+
+``model.lora_rank=R`` (``lora_alpha``, ``lora_targets``) gives every targeted projection ``W`` of shape
+``[in..., out...]`` an adapter ``A [in..., R]`` (uniform, fan-in scaled) and ``B [R, out...]`` (zeros), and
+the layer computes ``x W + (alpha / R) (x A) B``: the model starts out equal to its base. Adapters are
+ordinary parameters of the same model (``...attn.lora_q.a``), so the sampler, evaluation, checkpoints
+and every training stage (imitation, world model, reflection, GRPO / PPO) use them unchanged. What
+makes the base frozen:
+
+* the loss sees the base through ``jax.lax.stop_gradient`` (:func:`freeze_base`), so no weight
+  gradient of the base is computed;
+* the optimizer is :func:`only_adapters`: AdamW state exists for the adapters alone, and the base's
+  update is zero.
+
+``merge_lora`` folds the adapters into the base (``W + (alpha / R) A B``) for export; ``add_lora`` puts
+fresh adapters on weights that have none (imported HF weights, a full fine-tuning checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from ee_jax.config import ModelConfig
+from ee_jax.models.layers import dense, dtype_of, make_param
+
+TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+PREFIX = "lora_"
+
+
+def lora_targets(cfg: ModelConfig) -> frozenset[str]:
+    """The projections that get adapters (empty when ``lora_rank`` is 0)."""
+    if not cfg.lora_rank:
+        return frozenset()
+    return frozenset(x.strip() for x in cfg.lora_targets.split(",") if x.strip())
+
+
+class LoRA(nnx.Module):
+    """The adapter of one kernel viewed as ``[prod(in), prod(out)]``: ``x -> (alpha / R) (x A) B``."""
+
+    def __init__(self, cfg: ModelConfig, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                 in_logical: tuple[str, ...], out_logical: tuple[str, ...], *, rngs: nnx.Rngs):
+        r, pd = cfg.lora_rank, dtype_of(cfg.param_dtype)
+        bound = 1.0 / math.sqrt(math.prod(in_shape))  # PEFT's kaiming-uniform(a=sqrt(5)) bound
+
+        def uniform(key, shape, dtype):
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+        self.a = make_param(rngs, uniform, (*in_shape, r), (*in_logical, "lora_rank"), pd)
+        self.b = make_param(rngs, nnx.initializers.zeros, (r, *out_shape), ("lora_rank", *out_logical), pd)
+        self.scale = cfg.lora_alpha / r
+        self.dtype = dtype_of(cfg.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x [..., prod(in)]`` -> the update ``[..., prod(out)]`` in the compute dtype."""
+        r, dt = self.a.shape[-1], self.dtype
+        h = dense(x, self.a[...].astype(dt).reshape(-1, r))
+        return dense(h, self.b[...].astype(dt).reshape(r, -1)) * jnp.asarray(self.scale, dt)
+
+
+def _names(path) -> list[str]:
+    names = [str(getattr(k, "key", getattr(k, "name", ""))) for k in path]
+    return [n for n in names if n != "value"]  # an nnx.Variable's own level
+
+
+def is_adapter(path, also: tuple[str, ...] = ()) -> bool:
+    """Whether a params tree path lies inside an adapter (a ``lora_*`` attribute), or is a top-level
+    parameter named in ``also`` (PPO's value head trains with the critic's adapters)."""
+    names = _names(path)
+    return any(n.startswith(PREFIX) for n in names) or (len(names) == 1 and names[0] in also)
+
+
+def has_adapters(params) -> bool:
+    return any(is_adapter(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+
+
+def freeze_base(params, also: tuple[str, ...] = ()):
+    """``params`` with ``stop_gradient`` on every non-adapter leaf (identity when there are no adapters)."""
+    if not has_adapters(params):
+        return params
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: x if is_adapter(p, also) else jax.lax.stop_gradient(x), params)
+
+
+def only_adapters(tx: optax.GradientTransformation, also: tuple[str, ...] = ()) -> optax.GradientTransformation:
+    """``tx`` on the adapters (and ``also``); the rest gets a zero update and no optimizer state."""
+    labels = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
+        lambda p, _: "adapter" if is_adapter(p, also) else "frozen", params)
+    return optax.multi_transform({"adapter": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def adapter_count(params) -> int:
+    """Number of adapter parameters."""
+    return sum(int(x.size) for p, x in jax.tree_util.tree_flatten_with_path(params)[0] if is_adapter(p))
+
+
+def _named(params) -> dict[str, jax.Array]:
+    from ee_jax.checkpoint.safetensors_io import _leaf_value, named_leaves
+
+    return {name: _leaf_value(leaf) for name, leaf in named_leaves(params)[0]}
+
+
+def _rebuild(target, values: dict[str, jax.Array]):
+    from ee_jax.checkpoint.safetensors_io import _is_variable, named_leaves
+
+    leaves, treedef = named_leaves(target)
+    return jax.tree_util.tree_unflatten(
+        treedef, [leaf.replace(values[n]) if _is_variable(leaf) else values[n] for n, leaf in leaves])
+
+
+def merge_lora(params, cfg: ModelConfig, mesh):
+    """``(params, cfg)`` of the plain model: every adapted kernel becomes ``W + (alpha / R) A B``.
+
+    Runs on the devices with the base model's shardings (nothing gathered to the host).
+    """
+    from ee_jax.models.factory import abstract_model
+    from ee_jax.parallel.rules import use_mesh
+
+    base_cfg = dataclasses.replace(cfg, lora_rank=0)
+    if not cfg.lora_rank:
+        return params, base_cfg
+    _, target = abstract_model(base_cfg, mesh)
+    scale = cfg.lora_alpha / cfg.lora_rank
+
+    def merge(params):
+        src = _named(params)
+        out = {}
+        for name in _named(target):
+            w = src[name]
+            prefix, _, last = name.rpartition(".")
+            a = src.get(f"{prefix}.{PREFIX}{last}.a")
+            if a is not None:
+                b = src[f"{prefix}.{PREFIX}{last}.b"]
+                layers, r = a.shape[0], a.shape[-1]
+                delta = jnp.einsum("lir,lro->lio", a.reshape(layers, -1, r).astype(jnp.float32),
+                                   b.reshape(layers, r, -1).astype(jnp.float32))
+                w = (w.astype(jnp.float32) + scale * delta.reshape(w.shape)).astype(w.dtype)
+            out[name] = w
+        return _rebuild(target, out)
+
+    shardings = jax.tree.map(lambda a: a.sharding, target)
+    with use_mesh(mesh):
+        return jax.jit(merge, out_shardings=shardings)(params), base_cfg
+
+
+def add_lora(params, cfg: ModelConfig, mesh, seed: int = 0):
+    """``params`` of the plain model (no adapters) plus fresh adapters for ``cfg`` (B = 0: same function).
+
+    Adapters already present are kept. The fresh ones come from ``Decoder(cfg, seed)``'s initialisers,
+    inside one jitted function whose unused base initialisation XLA drops.
+    """
+    from ee_jax.models.factory import abstract_model
+    from ee_jax.models.transformer import Decoder
+    from ee_jax.parallel.rules import use_mesh
+
+    _, target = abstract_model(cfg, mesh)
+
+    def add(params):
+        have = _named(params)
+        fresh = _named(nnx.state(Decoder(cfg, rngs=nnx.Rngs(seed))))
+        return _rebuild(target, {n: have[n] if n in have else fresh[n] for n in _named(target)})
+
+    shardings = jax.tree.map(lambda a: a.sharding, target)
+    with use_mesh(mesh):
+        return jax.jit(add, out_shardings=shardings)(params)
