@@ -22,6 +22,10 @@ _API = {
     "init_params": "ee_jax.models", "abstract_model": "ee_jax.models", "apply_model": "ee_jax.models",
     "param_count": "ee_jax.models", "train_flops_per_token": "ee_jax.models",
     "Sampler": "ee_jax.models.sampler",
+    # pretrained weights: HF directories, GGUF files, LoRA
+    "load_hf_params": "ee_jax.models.hf_files", "model_config_from_hf": "ee_jax.models.hf_files",
+    "save_hf_checkpoint": "ee_jax.models.hf_files", "import_gguf": "ee_jax.models.gguf_import",
+    "merge_lora": "ee_jax.models.lora", "add_lora": "ee_jax.models.lora",
     # tokenizers
     "load_tokenizer": "ee_jax.tokenizer", "train_sentencepiece": "ee_jax.tokenizer",
     "get_template": "ee_jax.tokenizer", "render_example": "ee_jax.tokenizer", "render_prompt": "ee_jax.tokenizer",
