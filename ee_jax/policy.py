@@ -113,9 +113,9 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
     """Load the policy of ``run_dir`` (its ``config.yaml``) or of ``cfg``.
 
     ``stage`` picks ``ckpt/STAGE`` (default: the only stage with a checkpoint) at its selected step
-    (``ckpt/STAGE/selection.json``, else the newest); ``stage="init"`` is
-    the randomly initialised model of ``cfg.model`` (seed ``cfg.seed``), the "current model" of a
-    scratch run before any training, which ``init_if_missing=True`` also falls back to.
+    (``ckpt/STAGE/selection.json``, else the newest); ``stage="init"`` is the model before any training,
+    which ``init_if_missing=True`` also falls back to: the imported weights of ``recipe.init=hf:DIR`` /
+    ``safetensors:FILE``, else the randomly initialised ``cfg.model`` (seed ``cfg.seed``).
     """
     from ee_jax.checkpoint import Checkpointer
     from ee_jax.models.factory import abstract_model, init_params
@@ -142,6 +142,14 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
         if not init_if_missing and stage != "init":
             raise FileNotFoundError(f"run {run_dir!r} has no checkpoint for stage {stage!r} (stages with "
                                     f"checkpoints: {stages or 'none'})")
+        from ee_jax.train.init_weights import pretrained_spec
+
+        spec = pretrained_spec(cfg)
+        if spec:  # the raw pretrained model the run starts from (imported weights)
+            from ee_jax.train.init_weights import initial_params
+
+            params, _ = initial_params(cfg, mesh, spec)
+            return Policy(cfg, abstract_model(cfg.model, mesh)[0], params, tok, mesh, source=f"init:{spec}")
         graphdef, params = init_params(cfg.model, mesh, seed=cfg.seed)
         return Policy(cfg, graphdef, params, tok, mesh, source=f"init:seed={cfg.seed}")
     ckpt_dir = os.path.join(run_dir, "ckpt", stage)

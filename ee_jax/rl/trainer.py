@@ -191,7 +191,7 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
     from ee_jax.rl.starts import branch_anchors, train_tasks
     from ee_jax.train import selection
     from ee_jax.train.guard import StopSignals, TrainingInterrupted
-    from ee_jax.train.init_weights import initial_params
+    from ee_jax.train.init_weights import initial_params, pretrained_spec
     from ee_jax.train.metrics import MetricsWriter
     from ee_jax.train.recipes import check_settings, episode_evaluator, write_json
 
@@ -211,7 +211,7 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
                         keep_best=cfg.recipe.select == "best")
     resumed_from = ckpt.latest_step()
     params, source = (None, "resume") if resumed_from is not None else initial_params(
-        cfg, mesh, "" if init == "init" else init)
+        cfg, mesh, pretrained_spec(cfg) if init == "init" else init)
     models = _Models(cfg, mesh, params)
     evaluations: list[dict] = []
     history: list[dict] = []

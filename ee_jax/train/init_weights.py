@@ -43,6 +43,13 @@ def _with_adapters(params, src_model, cfg: Config, mesh):
     return params
 
 
+def pretrained_spec(cfg: Config) -> str:
+    """``recipe.init`` when it names imported weights (``hf:`` / ``safetensors:``): the run's raw pretrained
+    model, which "init" means for it (untrained by this run); else "" (a scratch model)."""
+    spec = cfg.recipe.init
+    return spec if spec.startswith(("hf:", "safetensors:")) else ""
+
+
 def initial_params(cfg: Config, mesh, spec: str):
     """``(params or None, source)`` for ``spec`` (see the module docstring); None means random init."""
     import dataclasses
