@@ -4,6 +4,7 @@ Usage::
 
     python bench/sampler.py                          # ee-17m, prompt 64, 128 new tokens, batch 1/16/32
     python bench/sampler.py --preset ee-4m --batches 1,8 --no-torch
+    python bench/sampler.py --model smollm2-135m-instruct --batches 1,8   # real weights, + llama.cpp if installed
 
 The last stdout line is one JSON object with every figure. What is measured, per batch size ``B``:
 
@@ -22,6 +23,12 @@ The last stdout line is one JSON object with every figure. What is measured, per
   for the bucket, plus one run); ``compile_s`` (ours) = ``first_call_s - generate_s``. Every timed
   figure is the median of ``--repeats`` generate (``--prefill-repeats`` prefill) calls after it. A timed section
   during which other processes used more than ``--idle-threshold`` cores is re-run (up to 3 times).
+* ``--model NAME|DIR``: real weights instead of a random preset: a packaged model (imported once from its
+  GGUF into ``--models-dir``) or an HF checkpoint directory; both frameworks load the same fp32
+  (dequantised) weights. With ``llama-cpp-python`` installed and a GGUF source, a third column times
+  llama.cpp on the original quantised file, batch 1 only (its Python API decodes one sequence): the
+  same prompt, ``--new`` greedy tokens in a manual ``eval`` loop (the high-level API adds Python
+  overhead per token, ``shared/notes/small-lm.md``).
 * ``tokens_match``: the fraction of rows whose greedy tokens are identical in both frameworks.
 * ``ratio``: ours / HF for each throughput. Every timed section reports the CPU used by *other*
   processes meanwhile (``idle_frac_others``: 1.0 = nobody else ran); before each one the script waits
@@ -142,6 +149,56 @@ def bench_torch(args, model, prompts) -> tuple[dict, list[list[int]]]:
     return res, out[:, p:].tolist()
 
 
+def bench_llama_cpp(args, gguf: str, prompts) -> dict:
+    """llama.cpp on the GGUF file: prefill + ``--new`` greedy tokens, one sequence."""
+    import llama_cpp
+    import numpy as np
+
+    llm = llama_cpp.Llama(model_path=gguf, n_ctx=args.prompt + args.new + 8, n_threads=NCORES,
+                          n_threads_batch=NCORES, logits_all=False, verbose=False)
+    ids = [int(x) for x in prompts[0]]
+    last = lambda: np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1),  # noqa: E731
+                                         shape=(llm.n_vocab(),))
+
+    def prefill():
+        llm.reset()
+        llm.eval(ids)
+
+    def generate():
+        prefill()
+        for _ in range(args.new):
+            llm.eval([int(np.argmax(last()))])
+
+    generate()
+    t_pre, sec_pre = _timed(prefill, args.prefill_repeats, args, "llama.cpp prefill b=1")
+    t_gen, sec_gen = _timed(generate, args.repeats, args, "llama.cpp generate b=1")
+    return {"prefill_s": t_pre, "generate_s": t_gen, "prefill_tok_s": args.prompt / t_pre,
+            "decode_tok_s": args.new / max(t_gen - t_pre, 1e-9), "e2e_tok_s": args.new / t_gen,
+            "prefill_section": sec_pre, "generate_section": sec_gen, "version": llama_cpp.__version__}
+
+
+def _real_model(args):
+    """``(cfg, graphdef, params, mesh, hf_dir, gguf or None)`` for ``--model``."""
+    from ee_jax.models.factory import abstract_model
+    from ee_jax.models.hf_files import load_hf_params, model_config_from_hf
+    from ee_jax.models.packaged import PACKAGED, packaged_gguf
+    from ee_jax.parallel import single_device_mesh
+
+    gguf = None
+    hf_dir = args.model
+    if args.model in PACKAGED:
+        from ee_jax.models.gguf_import import import_gguf
+
+        gguf = packaged_gguf(args.model)
+        hf_dir = os.path.join(args.models_dir, args.model)
+        if not os.path.isfile(os.path.join(hf_dir, "config.json")):
+            import_gguf(gguf, hf_dir)
+    cfg = model_config_from_hf(hf_dir, max_seq_len=args.prompt + args.new + 64)
+    mesh = single_device_mesh()
+    params = load_hf_params(hf_dir, cfg, mesh)
+    return cfg, abstract_model(cfg, mesh)[0], params, mesh, hf_dir, gguf
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="ee-17m")
@@ -155,6 +212,8 @@ def main() -> None:
     ap.add_argument("--idle-threshold", type=float, default=0.3, help="cores other processes may use")
     ap.add_argument("--max-wait", type=float, default=300.0)
     ap.add_argument("--override", action="append", default=[], help="extra model.KEY=VALUE overrides")
+    ap.add_argument("--model", default="", help="real weights: a packaged model name or an HF checkpoint directory")
+    ap.add_argument("--models-dir", default="models", help="where --model NAME is imported")
     args = ap.parse_args()
 
     import jax
@@ -164,21 +223,33 @@ def main() -> None:
     from ee_jax.models.hf_convert import hf_config, to_hf_state_dict
     from ee_jax.parallel import single_device_mesh
 
-    overrides = dict(kv.split("=", 1) for kv in args.override)
-    cfg = preset_config(args.preset, **overrides)
-    mesh = single_device_mesh()
-    gdef, params = init_params(cfg, mesh, seed=args.seed)
+    gguf = None
+    if args.model:
+        cfg, gdef, params, mesh, hf_dir, gguf = _real_model(args)
+    else:
+        overrides = dict(kv.split("=", 1) for kv in args.override)
+        cfg = preset_config(args.preset, **overrides)
+        mesh = single_device_mesh()
+        gdef, params = init_params(cfg, mesh, seed=args.seed)
     model = None
     if not args.no_torch:
         import torch
         import transformers
 
         torch.set_num_threads(NCORES)
-        model = transformers.AutoModelForCausalLM.from_config(hf_config(cfg), attn_implementation="sdpa",
-                                                              dtype=torch.float32).eval()
-        sd = {k: torch.from_numpy(np.array(v)) for k, v in to_hf_state_dict(params, cfg).items()}
-        missing = set(model.load_state_dict(sd, strict=False).missing_keys)
-        assert missing <= {"lm_head.weight"}, missing
+        if args.model:
+            model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, attn_implementation="sdpa",
+                                                                      dtype=torch.float32).eval()
+        else:
+            model = transformers.AutoModelForCausalLM.from_config(hf_config(cfg), attn_implementation="sdpa",
+                                                                  dtype=torch.float32).eval()
+            sd = {k: torch.from_numpy(np.array(v)) for k, v in to_hf_state_dict(params, cfg).items()}
+            missing = set(model.load_state_dict(sd, strict=False).missing_keys)
+            assert missing <= {"lm_head.weight"}, missing
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        llama_cpp = None
 
     rng = np.random.RandomState(args.seed)
     results = []
@@ -191,11 +262,14 @@ def main() -> None:
             row["tokens_match"] = sum(a == t for a, t in zip(ours, theirs)) / b
             row["ratio"] = {k: row["jax"][k] / row["torch"][k] for k in ("prefill_tok_s", "decode_tok_s",
                                                                            "e2e_tok_s")}
+        if gguf and llama_cpp is not None and b == 1:
+            row["llama_cpp"] = bench_llama_cpp(args, gguf, prompts)
         print(json.dumps(row), file=sys.stderr)
         results.append(row)
 
     summary = {
-        "bench": "sampler", "preset": args.preset, "params": param_count(cfg), "prompt": args.prompt,
+        "bench": "sampler", "preset": args.model or args.preset, "params": param_count(cfg), "prompt": args.prompt,
+        "llama_cpp": "installed" if llama_cpp is not None else "not installed (pip install llama-cpp-python)",
         "new_tokens": args.new, "repeats": args.repeats, "prefill_repeats": args.prefill_repeats,
         "dtype": cfg.dtype, "devices": str(jax.devices()[0]),
         "machine": machine_info(), "results": results,
