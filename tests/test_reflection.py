@@ -278,6 +278,24 @@ def test_conclusion_matching():
     assert check_reflection(base + f"So I will call `{write}`.", case, ReflectConfig()) == ("kept", "")
 
 
+def test_conclude_appends_the_expert_action_only_where_no_action_is_named():
+    from ee_jax.experience.filters import conclude
+
+    case = ReflectionCase(State("cool an apple", (), "You are in the kitchen.", None),
+                          Outcome("go to fridge 1", "The fridge 1 is closed.", 0.0, False, True),
+                          [Outcome("go to cabinet 1", "The cabinet 1 is empty.", 0.0, False, True)], "household")
+    vague = "The apple has to get cold, and cabinets hold nothing cold. The fridge is where cold things are"
+    done = conclude(vague, case)
+    assert done == vague + "\nSo I will take `go to fridge 1`."
+    assert check_reflection(vague, case, ReflectConfig()) == ("dropped", "no_conclusion")
+    assert check_reflection(done, case, ReflectConfig()) == ("kept", "")
+    wrong = "Cabinets are close by. So I will go to cabinet 1."
+    assert conclude(wrong, case) == wrong  # a conclusion for another action is left to be dropped
+    assert check_reflection(conclude(wrong, case), case, ReflectConfig()) == ("dropped", "contradicts_expert")
+    right = "The fridge cools things, so I will go to fridge 1."
+    assert conclude(right, case) == right and conclude("  ", case) == "  "
+
+
 # ------------------------------------------------------------------------------------------- self generator
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory):

@@ -306,9 +306,8 @@ class Checkpointer:
 
     def saved_names(self, step: int, entry: str = "params") -> set[str]:
         """Dotted names of the leaves saved under ``entry`` at ``step`` (read from the metadata, no arrays)."""
-        md = ocp.PyTreeCheckpointer().metadata(os.path.join(self.directory, str(int(step)), _STATE))
-        tree = getattr(md, "item_metadata", md)
-        tree = getattr(tree, "tree", tree)
+        md = ocp.PyTreeCheckpointHandler().metadata(epath.Path(self.directory) / str(int(step)) / _STATE)
+        tree = getattr(md, "tree", md)
         names = set()
         for path, _ in jax.tree_util.tree_flatten_with_path((tree or {}).get(entry, {}))[0]:
             keys = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]

@@ -194,6 +194,10 @@ class ReflectConfig:
     concurrency: int = 4
     min_words: int = 8
     max_words: int = 400
+    # Append "So I will take `ACTION`." to a reflection whose last sentence names no action of the case
+    # (small models rarely end with the conclusion the prompt asks for); one naming another action is
+    # still dropped (contradicts_expert).
+    conclude: bool = False
 
 
 @dataclass

@@ -186,6 +186,16 @@ def is_repetitive(text: str, actions: list[str], source: str = "") -> bool:
     return len(words) >= NGRAM_MIN_WORDS and repeated_ngram_share(words) > NGRAM_MAX_REPEAT_SHARE
 
 
+def conclude(text: str, case: ReflectionCase) -> str:
+    """``text`` with ``So I will take `ACTION`.`` appended when its last sentence names no action of the case
+    (``reflect.conclude``); unchanged otherwise, so a conclusion naming another action is still caught."""
+    actions = [case.expert.action, *(o.action for o in case.alternatives)]
+    parts = sentences(text, actions)
+    if not text.strip() or (parts and named_actions(parts[-1], actions)):
+        return text
+    return text.rstrip() + f"\nSo I will take `{case.expert.action}`."
+
+
 def check_reflection(text: str, case: ReflectionCase, cfg_reflect) -> tuple[str, str]:
     """``("kept", "")`` or ``("dropped", reason)`` for reflection ``text`` about ``case``.
 

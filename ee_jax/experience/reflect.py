@@ -43,7 +43,7 @@ def state_groups(transitions: list[dict]) -> list[tuple[dict, list[dict]]]:
 
 def collect_reflect(cfg: Config, *, overwrite: bool = False, progress: bool = True, generator=None) -> dict:
     """Write reflections for the explored states of ``cfg.run_dir/data``; returns the manifest section."""
-    from ee_jax.experience.filters import check_reflection
+    from ee_jax.experience.filters import check_reflection, conclude
     from ee_jax.experience.generators import make_generator
     from ee_jax.experience.reflection import PROMPT_VERSION, ReflectionCase, choose_alternatives
 
@@ -77,6 +77,8 @@ def collect_reflect(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
         counters["generator_errors"] = getattr(generator, "errors", 0) - errors_before
         records = []
         for exp, case, text in zip(sources, cases, texts):
+            if r.conclude:
+                text = conclude(text, case)
             verdict, reason = check_reflection(text, case, r)
             counters["verdict"][verdict] += 1
             if verdict == "kept":
