@@ -279,3 +279,25 @@ def test_settings_name_the_rl_hyperparameters_when_the_run_has_rl_rows(tiny_conf
                          "temperature 1, lr 0.0002, KL 0.01 (low_var), clip 0.2/0.2; reward 10 x success + 5 x score "
                          "- 0.1 per invalid action; an episode ends after 2 invalid actions or 15 turns")
     assert not any(line.startswith("- RL") for line in settings_lines({"rl": None, "seeds": [0]}))
+
+
+def test_rl_table_pairs_each_rl_row_with_its_start_per_seed():
+    from ee_jax.report.markdown import rl_table
+
+    def cell(per_seed):
+        vals = list(per_seed.values())
+        mean = sum(vals) / len(vals)
+        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+        return {"success": {"per_seed": per_seed, "mean": mean, "std": std}}
+
+    report = {"splits": ["test"], "methods": ["il", "sr", "grpo_from_il", "grpo_from_sr", "grpo_from_init"],
+              "results": {"il": {"test": cell({"0": 0.1, "1": 0.3})}, "sr": {"test": cell({"0": 0.2, "1": 0.4})},
+                          "grpo_from_il": {"test": cell({"0": 0.2, "1": 0.2})},
+                          "grpo_from_sr": {"test": cell({"0": 0.5, "1": 0.5})},
+                          "grpo_from_init": {"test": cell({"0": 0.05, "1": 0.0})}}}
+    lines = rl_table(report)
+    # IL→GRPO: gains +10 and -10 points -> +0.0 ± 14.1; SR→GRPO: +30 and +10 -> +20.0 ± 14.1
+    assert "| IL→GRPO | 20.0 ± 14.1 | 20.0 ± 0.0 | +0.0 ± 14.1 |" in lines
+    assert "| SR→GRPO | 30.0 ± 14.1 | 50.0 ± 0.0 | +20.0 ± 14.1 |" in lines
+    assert "| init→GRPO | — | 2.5 ± 3.5 | — |" in lines  # no evaluated start to pair with
+    assert rl_table({"splits": ["test"], "methods": ["il"], "results": report["results"]}) == []

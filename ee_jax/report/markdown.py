@@ -80,6 +80,31 @@ def world_model_table(report: dict) -> list[str]:
     return _table(["Method", "Token accuracy (%)", "Exact match (%)", "Loss", "Transitions"], rows) if rows else []
 
 
+def rl_table(report: dict) -> list[str]:
+    """RL rows against their own start: success before and after, and the paired per-seed gain; [] if none."""
+    from ee_jax.report.aggregate import mean_std
+
+    rows = []
+    for method in report["methods"]:
+        algo, sep, start = method.partition("_from_")
+        if not sep or algo not in ("grpo", "ppo"):
+            continue
+        row = [method_name(method)]
+        for split in report["splits"]:
+            after = report["results"].get(method, {}).get(split)
+            before = report["results"].get(start, {}).get(split)
+            if after is None or before is None:
+                row += [DASH, pct(after["success"]) if after else DASH, DASH]
+                continue
+            a, b = after["success"]["per_seed"], before["success"]["per_seed"]
+            gain = mean_std([a[s] - b[s] for s in a if s in b])
+            row += [pct(before["success"]), pct(after["success"]), pct(gain, signed=True)]
+        rows.append(row)
+    header = ["RL row"] + [h for split in report["splits"]
+                           for h in (f"start ({split})", f"after RL ({split})", f"gain ({split})")]
+    return _table(header, rows) if rows else []
+
+
 def training_table(report: dict) -> list[str]:
     """Optimizer updates per method and, per stage, its steps and the selected checkpoint per seed."""
     rows = []
@@ -154,6 +179,11 @@ def render_markdown(report: dict, plots: list[str]) -> str:
            "Mean ± sample std over seeds. Δ vs IL: mean ± std of the per-seed differences (points). "
            "95% CI: each seed's Wilson interval over its episodes, averaged over seeds.", "",
            *success_table(report), "", "## Details", "", *detail_table(report), ""]
+    rl = rl_table(report)
+    if rl:
+        out += ["## RL continuation: each start before and after", "",
+                "Success (%) of the start's reported checkpoint and of the RL stage's, and the paired per-seed "
+                "gain (points).", "", *rl, ""]
     wm = world_model_table(report)
     if wm:
         out += ["## World model (next-state prediction)", "", *wm, ""]
