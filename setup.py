@@ -27,7 +27,7 @@ CORE = [
 
 EXTRAS = {
     # openai: the official client, to test `ee-jax serve`'s protocol conformance.
-    "dev": ["pytest==9.2.0", "ruff==0.17.5", "openai==3.57.0"],
+    "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "ruff==0.17.5", "openai==3.57.0"],
     # `ee-jax serve`: an OpenAI-compatible chat-completions server around the sampler.
     "serve": ["fastapi==0.163.2", "uvicorn==0.54.0"],
     # Reference implementations for parity tests and benchmarks (CPU build of torch).

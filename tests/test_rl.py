@@ -266,7 +266,7 @@ def test_sigterm_stops_rl_at_a_checkpoint_and_the_resumed_run_matches(trained, t
     import time
 
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    args = AGENT + RL + ["rl.steps=12", "rl.checkpoint_every=1000", "model.dtype=float32", "--no-progress"]
+    args = AGENT + RL + ["rl.steps=6", "rl.checkpoint_every=1000", "model.dtype=float32", "--no-progress"]
 
     def rl(run):
         return [sys.executable, "-m", "ee_jax.cli.main", "rl", "--from", "il", *args, f"run_dir={run}"]
@@ -295,7 +295,7 @@ def test_sigterm_stops_rl_at_a_checkpoint_and_the_resumed_run_matches(trained, t
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "SIGTERM: stage 'grpo_from_il' stopped at step" in err and "Run the same command again to resume" in err
     stopped = int(err.split("stopped at step ")[1].split(";")[0])
-    assert 1 <= stopped < 12
+    assert 1 <= stopped < 6
     ckpt = os.path.join(cut, "ckpt", "grpo_from_il")
     assert sorted(d for d in os.listdir(ckpt) if d.isdigit()) == [str(stopped)]
     assert not os.path.exists(os.path.join(cut, "train", "grpo_from_il.json"))  # unfinished: no record yet
@@ -303,7 +303,7 @@ def test_sigterm_stops_rl_at_a_checkpoint_and_the_resumed_run_matches(trained, t
     subprocess.run(rl(cut), check=True, env=env, capture_output=True)
     with open(os.path.join(cut, "train", "grpo_from_il.json")) as f:
         assert json.load(f)["stages"][0]["resumed_from"] == stopped
-    assert history(cut) == history(full) and len(history(full)) == 12
+    assert history(cut) == history(full) and len(history(full)) == 6
 
 
 def test_lora_ppo_trains_only_the_adapters_and_the_value_head(trained, tmp_path):
