@@ -170,3 +170,17 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(store, tmp_
     subprocess.run(_cli(*args, f"run_dir={cut}"), check=True, env=env, capture_output=True)
     a, b = _losses(full), _losses(cut)
     assert len(a) == 120 + 3 and a == b  # every train loss and valid loss, bit for bit
+
+
+def test_settings_added_after_a_run_at_their_defaults_do_not_block_its_resume():
+    """A run recorded before ``model.lora_*`` existed resumes; a non-default new setting is a change."""
+    from ee_jax.config import Config, config_to_dict
+    from ee_jax.train.recipes import _diff
+
+    defaults = config_to_dict(Config())
+    new = {"model": dict(defaults["model"], d_model=32), "seed": 0}
+    old = {"model": {k: v for k, v in new["model"].items() if not k.startswith("lora_")}, "seed": 0}
+    assert _diff(old, new, defaults) == []
+    assert _diff(old, {**new, "model": dict(new["model"], lora_rank=4)}, defaults) == ["model.lora_rank"]
+    assert _diff(old, {**new, "model": dict(new["model"], d_model=64)}, defaults) == ["model.d_model"]
+    assert _diff(new, old, defaults) == ["model.lora_alpha", "model.lora_rank", "model.lora_targets"]

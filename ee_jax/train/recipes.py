@@ -43,12 +43,18 @@ def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
     }
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def _diff(old: dict, new: dict, defaults: dict | None = None, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ. A key missing from ``old`` whose new value is its default in
+    ``defaults`` is no change: the setting was added to ee_jax after ``old`` was recorded."""
     keys = []
-    for k in sorted(set(a) | set(b)):
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            keys += _diff(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
+    defaults = defaults or {}
+    for k in sorted(set(old) | set(new)):
+        d = defaults.get(k)
+        if isinstance(old.get(k), dict) and isinstance(new.get(k), dict):
+            keys += _diff(old[k], new[k], d if isinstance(d, dict) else None, f"{prefix}{k}.")
+        elif k not in old and k in defaults and new.get(k) == d:
+            continue
+        elif old.get(k) != new.get(k):
             keys.append(f"{prefix}{k}")
     return keys
 
@@ -72,7 +78,7 @@ def check_settings(cfg: Config, method: str, settings: dict, overwrite: bool,
     if os.path.exists(path) and not overwrite:
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
-        diff = _diff(old, settings)
+        diff = _diff(old, settings, config_to_dict(Config()))
         if diff:
             raise StageMismatchError(
                 f"{cfg.run_dir}: method {method!r} was trained with different settings ({', '.join(diff[:8])}); "
