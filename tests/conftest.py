@@ -42,3 +42,16 @@ def require(module: str):
 
         return importlib.import_module(module)
     return pytest.importorskip(module)
+
+
+def packaged_model_file(name: str) -> str:
+    """The GGUF of packaged model ``name`` (``ee_jax.models.packaged``). A missing package skips the
+    test outside CI and fails it in CI, like :func:`require`."""
+    from ee_jax.models.packaged import packaged_gguf
+
+    try:
+        return packaged_gguf(name)
+    except FileNotFoundError as e:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            raise
+        pytest.skip(str(e))

@@ -114,19 +114,13 @@ def _imported_model_shapes(monkeypatch, tmp_path):
     the import does, in a scratch working directory (no tensor is dequantised)."""
     import json
 
-    from tests.conftest import require
+    from tests.conftest import packaged_model_file, require
 
     require("gguf")
     from ee_jax.models.gguf_import import _reader, gguf_hf_config, gguf_metadata
-    from ee_jax.models.packaged import packaged_gguf
 
     for name in ("smollm2-135m-instruct",):  # the packaged models the shipped configs name
-        try:
-            path = packaged_gguf(name)
-        except FileNotFoundError as e:  # its package is missing: CI installs it, elsewhere skip
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                raise
-            pytest.skip(str(e))
+        path = packaged_model_file(name)
         reader = _reader(path)
         config = gguf_hf_config(gguf_metadata(reader), {t.name for t in reader.tensors}, where=path)
         (tmp_path / "models" / name).mkdir(parents=True)

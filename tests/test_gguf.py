@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import require
+from tests.conftest import packaged_model_file, require
 
 torch = require("torch")
 transformers = require("transformers")
@@ -46,14 +46,7 @@ TEXTS = [
 
 @functools.cache
 def _gguf(name: str) -> str:
-    from ee_jax.models.packaged import packaged_gguf
-
-    try:
-        return packaged_gguf(name)
-    except FileNotFoundError as e:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            raise
-        pytest.skip(str(e))
+    return packaged_model_file(name)
 
 
 @pytest.fixture(scope="module")

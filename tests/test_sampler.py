@@ -31,14 +31,16 @@ def model():
     return gdef, params, mesh
 
 
+# Full forwards without a KV cache. Right-padding to one width leaves the causal logits at the real
+# positions unchanged and compiles once for every prompt (eager forwards of growing length took a minute).
+_FORWARD = jax.jit(apply_model, static_argnums=0)
+
+
 def _reference_greedy(gdef, params, mesh, prompt, n, width=32):
-    # Full forwards without a KV cache. Right-padding to one width leaves the causal logits at the
-    # real positions unchanged and compiles once (eager forwards of growing length took a minute).
-    fwd = jax.jit(apply_model, static_argnums=0)
     seq, lps = list(prompt), []
     with use_mesh(mesh):
         for _ in range(n):
-            logits, _ = fwd(gdef, params, jnp.asarray([seq + [0] * (width - len(seq))]))
+            logits, _ = _FORWARD(gdef, params, jnp.asarray([seq + [0] * (width - len(seq))]))
             lp = jax.nn.log_softmax(logits[0, len(seq) - 1])
             seq.append(int(jnp.argmax(lp)))
             lps.append(float(lp[seq[-1]]))

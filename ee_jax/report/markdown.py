@@ -6,11 +6,17 @@ NAMES = {"il": "IL", "iwm": "IWM", "sr": "SR"}
 DASH = "—"
 
 
+def rl_start(method: str) -> str | None:
+    """The start of an RL stage (``grpo_from_iwm`` -> ``iwm``); None for any other method."""
+    algo, sep, start = method.partition("_from_")
+    return start if sep and algo in ("grpo", "ppo") else None
+
+
 def method_name(method: str) -> str:
     """Display name of a method (``il`` -> ``IL``, ``grpo_from_iwm`` -> ``IWM→GRPO``); others as they are."""
-    algo, sep, start = method.partition("_from_")
-    if sep and algo in ("grpo", "ppo"):
-        return f"{NAMES.get(start, start)}→{algo.upper()}"
+    start = rl_start(method)
+    if start is not None:
+        return f"{NAMES.get(start, start)}→{method.partition('_from_')[0].upper()}"
     return NAMES.get(method, method)
 
 
@@ -86,8 +92,8 @@ def rl_table(report: dict) -> list[str]:
 
     rows = []
     for method in report["methods"]:
-        algo, sep, start = method.partition("_from_")
-        if not sep or algo not in ("grpo", "ppo"):
+        start = rl_start(method)
+        if start is None:
             continue
         row = [method_name(method)]
         for split in report["splits"]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 
-from ee_jax.report.markdown import method_name
+from ee_jax.report.markdown import method_name, rl_start
 
 STAGE_ORDER = ("il", "iwm_wm", "iwm", "sr")
 CURVES = (("train/loss", "train loss"), ("valid/loss", "valid loss"), ("valid/success", "valid success"))
@@ -98,7 +98,7 @@ def learning_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
 
 
 def _is_rl(stage: str) -> bool:
-    return stage.split("_from_", 1)[0] in ("grpo", "ppo") and "_from_" in stage
+    return rl_start(stage) is not None
 
 
 def rl_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
@@ -108,7 +108,7 @@ def rl_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
 
     starts = ("il", "iwm", "sr", "init")
     stages = sorted({k.split("/", 1)[0] for per in metrics.values() for k in per if _is_rl(k.split("/", 1)[0])},
-                    key=lambda s: (starts.index(s.split("_from_")[1]) if s.split("_from_")[1] in starts else 9, s))
+                    key=lambda s: (starts.index(rl_start(s)) if rl_start(s) in starts else 9, s))
     if not stages:
         return None
     fig = _figure(3.2 * len(RL_CURVES), 3.0)
