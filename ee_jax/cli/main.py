@@ -40,10 +40,12 @@ def load_run_config(items: list[str], default: str | None = None):
     import jax
 
     from ee_jax.config import load_config, save_config
+    from ee_jax.parallel import initialize_distributed
     from ee_jax.runinfo import run_info
 
     path, overrides = _split_config_args(items)
     cfg = load_config(path or default, overrides)
+    initialize_distributed(cfg.distributed)  # before any JAX call: every host runs this same command
     if jax.process_index() == 0:
         os.makedirs(cfg.run_dir, exist_ok=True)
         save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))

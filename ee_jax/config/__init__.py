@@ -5,6 +5,7 @@ from ee_jax.config.loader import (
     config_from_dict,
     config_to_dict,
     load_config,
+    raw_config,
     save_config,
 )
 from ee_jax.config.schema import (
@@ -36,6 +37,6 @@ __all__ = [
     "ReflectConfig", "RLConfig", "StepGroupConfig",
     "DistributedConfig", "MeshConfig", "ModelConfig",
     "OptimizerConfig", "RopeScalingConfig", "SamplerConfig", "TokenizerConfig", "TrainConfig",
-    "config_from_dict", "config_to_dict", "load_config", "resolve_mesh_shape", "save_config",
+    "config_from_dict", "config_to_dict", "load_config", "raw_config", "resolve_mesh_shape", "save_config",
     "validate", "validate_mesh",
 ]

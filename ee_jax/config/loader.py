@@ -94,11 +94,19 @@ def _expand_model_preset(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def raw_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The YAML file (with its ``defaults``) merged with overrides: no presets, no schema, no checks.
+
+    For tools that need one plain setting without resolving the rest (a launcher reading ``run_dir``
+    on a machine that does not hold the run's model files).
+    """
+    raw = _read_yaml(path) if path else {}
+    return _deep_merge(raw, _parse_overrides(list(overrides or [])))
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
     """Build a validated :class:`Config` from an optional YAML file plus ``key=value`` overrides."""
-    raw = _read_yaml(path) if path else {}
-    raw = _deep_merge(raw, _parse_overrides(list(overrides or [])))
-    raw = _expand_model_preset(raw)
+    raw = _expand_model_preset(raw_config(path, overrides))
     schema = OmegaConf.structured(Config)
     try:
         merged = OmegaConf.merge(schema, OmegaConf.create(raw))

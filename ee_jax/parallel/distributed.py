@@ -27,6 +27,8 @@ def initialize(cfg: DistributedConfig) -> bool:
     """
     if not should_initialize(cfg):
         return False
+    if jax.distributed.is_initialized():  # a command that runs another (run -> collect, train) calls it again
+        return True
     kwargs: dict = {"initialization_timeout": cfg.initialization_timeout_s}
     if cfg.coordinator_address:
         kwargs.update(
