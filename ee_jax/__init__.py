@@ -55,6 +55,9 @@ _API = {
     "train_rl": "ee_jax.rl.trainer", "collect_rollouts": "ee_jax.rl.rollout",
     "grpo_advantages": "ee_jax.rl.advantages", "step_group_advantages": "ee_jax.rl.advantages",
     "gae": "ee_jax.rl.advantages", "policy_loss": "ee_jax.rl.losses", "kl_penalty": "ee_jax.rl.losses",
+    # scaling sweeps
+    "SweepConfig": "ee_jax.sweep", "load_sweep": "ee_jax.sweep", "run_sweep": "ee_jax.sweep",
+    "build_scaling_report": "ee_jax.sweep", "size_figures": "ee_jax.sweep.planning",
     # checkpoints
     "Checkpointer": "ee_jax.checkpoint", "export_safetensors": "ee_jax.checkpoint",
     "import_safetensors": "ee_jax.checkpoint",

@@ -1,0 +1,135 @@
+"""``ee-jax sweep``: run every point's main job in order (resumable), or hand each to a launcher;
+then the scaling report.
+
+Sequential runs share each fraction's collected data and tokenizer between sizes (links into
+``RUN/f{fraction}/``) when collection does not run the policy; launched points collect their own
+(collection is deterministic by seed, so the data are the same, and concurrent jobs never write one
+store). Every point is an ordinary ``ee-jax run``: re-running the sweep skips finished points' work and
+resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+
+from ee_jax.config import Config, load_config
+from ee_jax.experience.store import atomic_write_text as atomic_write
+from ee_jax.sweep.spec import SweepConfig, SweepPoint, sweep_points, sweep_to_dict
+
+LAUNCHERS = ("slurm", "tpu")
+
+
+def point_config(sweep: SweepConfig, point: SweepPoint) -> Config:
+    return load_config(sweep.base, list(point.overrides))
+
+
+def shares_data(cfg: Config) -> bool:
+    """Whether every size can use one collection: no collection stage runs the policy model."""
+    return cfg.experience.explore.strategy != "policy" and cfg.experience.reflect.generator != "self"
+
+
+def _link_shared(cfg: Config, shared: str) -> None:
+    """``RUN/f*/SIZE/{data,tokenizer}`` -> ``RUN/f*/{data,tokenizer}`` (created empty if needed)."""
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    for name in ["data"] + ([] if cfg.tokenizer.path else ["tokenizer"]):
+        target, link = os.path.join(shared, name), os.path.join(cfg.run_dir, name)
+        os.makedirs(target, exist_ok=True)
+        if os.path.islink(link):
+            continue
+        if os.path.exists(link):
+            raise FileExistsError(f"{link} exists and is not a link to the sweep's shared {target}; move it "
+                                  "away (or delete it) and run the sweep again")
+        os.symlink(os.path.relpath(target, cfg.run_dir), link)
+
+
+def _status(path: str) -> dict:
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return {"points": {}}
+
+
+def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = False) -> dict:
+    """Run (or resume) every point in order, then the planning figures and the scaling report."""
+    from ee_jax.pipeline.experiment import run_experiment
+
+    os.makedirs(sweep.run_dir, exist_ok=True)
+    atomic_write(os.path.join(sweep.run_dir, "sweep.json"), json.dumps(sweep_to_dict(sweep), indent=1) + "\n")
+    status_path = os.path.join(sweep.run_dir, "sweep_status.json")
+    status = _status(status_path)
+    points = sweep_points(sweep)
+    for i, point in enumerate(points):
+        cfg = point_config(sweep, point)
+        if shares_data(cfg):
+            _link_shared(cfg, os.path.dirname(point.run_dir))
+        print(f"[sweep {i + 1}/{len(points)}] {point.name}: ee-jax run {sweep.base} "
+              f"{' '.join(shlex.quote(o) for o in point.overrides)}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        summary = run_experiment(cfg, overwrite=overwrite, progress=progress)
+        status["points"][point.name] = {"run_dir": point.run_dir, "seconds": time.perf_counter() - t0,
+                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                        "run_seconds": summary["seconds"]}
+        atomic_write(status_path, json.dumps(status, indent=1) + "\n")
+    if sweep.planning:
+        status["planning"] = planning_figures(sweep, points, status.get("planning", {}))
+        atomic_write(status_path, json.dumps(status, indent=1) + "\n")
+    return build_scaling_report(sweep)
+
+
+def planning_figures(sweep: SweepConfig, points: list[SweepPoint], done: dict) -> dict:
+    """Per size (at the first data fraction): the compiled train step's figures; sizes done are kept."""
+    from ee_jax.sweep.planning import size_figures
+
+    out = {}
+    for point in points:
+        if point.size in out:
+            continue
+        out[point.size] = done.get(point.size) or size_figures(point_config(sweep, point))
+    return out
+
+
+def build_scaling_report(sweep: SweepConfig) -> dict:
+    """Aggregate the points' reports (and planning figures, when measured) into the scaling report."""
+    from ee_jax.sweep.report import write_scaling_report
+    from ee_jax.sweep.scaling import efficiency, point_rows, summarize
+
+    rows, missing = [], []
+    for point in sweep_points(sweep):
+        path = os.path.join(point.run_dir, "report.json")
+        if not os.path.exists(path):
+            missing.append(point.name)
+            continue
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+        rows += point_rows({"fraction": point.fraction, "size": point.size}, report,
+                           load_config(os.path.join(point.run_dir, "config.yaml")))
+    if missing and not rows:
+        raise FileNotFoundError(f"no point of the sweep in {sweep.run_dir} has a report yet (missing: "
+                                f"{', '.join(missing)}); run `ee-jax sweep` first")
+    rows = summarize(rows)
+    planning = _status(os.path.join(sweep.run_dir, "sweep_status.json")).get("planning", {})
+    title = f"{os.path.basename(sweep.base)} over {len(sweep.sizes)} sizes"
+    return write_scaling_report(sweep.run_dir, {
+        "title": title, "sweep": sweep_to_dict(sweep), "rows": rows, "missing_points": missing,
+        "efficiency": efficiency(rows, sweep.split, sweep.match_margin), "planning": planning,
+    })
+
+
+def launch_commands(sweep: SweepConfig, launcher: str, launcher_args: list[str]) -> list[list[str]]:
+    """One launcher command per point (``python launch/LAUNCHER.py ARGS --name ... -- run BASE ...``)."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"--launch {launcher!r}: expected one of {LAUNCHERS}")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "launch", f"{launcher}.py")
+    base = os.path.basename(sweep.run_dir.rstrip("/"))
+    cmds = []
+    for p in sweep_points(sweep):
+        name = f"{base}-f{p.fraction:g}-{p.size}".replace(".", "p").replace("_", "-").lower()
+        cmds.append([sys.executable, script, *launcher_args, "--name", name, "--", "run", sweep.base,
+                     *p.overrides])
+    return cmds
+
