@@ -135,8 +135,9 @@ def test_every_shipped_config_loads_and_validates(monkeypatch, tmp_path):
     from ee_jax.config import load_config
 
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "configs"))
+    sweeps = os.path.join(root, "sweeps")
     paths = [p for p in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True)
-             if not os.path.basename(p).startswith("_")]
+             if not os.path.basename(p).startswith("_") and not p.startswith(sweeps + os.sep)]
     assert len(paths) >= 19
     _imported_model_shapes(monkeypatch, tmp_path)
     run_dirs = set()
@@ -144,6 +145,13 @@ def test_every_shipped_config_loads_and_validates(monkeypatch, tmp_path):
         cfg = load_config(os.path.abspath(p))
         run_dirs.add(cfg.run_dir)
     assert len(run_dirs) == len(paths)  # no two configs write into the same run directory
+    from ee_jax.sweep import load_sweep, sweep_points
+
+    for p in glob.glob(os.path.join(sweeps, "*.yaml")):  # sweep files: their own schema, and every point
+        monkeypatch.chdir(os.path.dirname(root))  # sweep files name their base relative to the repository
+        sweep = load_sweep(p)
+        for point in sweep_points(sweep):
+            assert load_config(sweep.base, list(point.overrides)).run_dir == point.run_dir
     frac = load_config(os.path.join(root, "experiments", "analysis", "household-expert-1of8.yaml"))
     base = load_config(os.path.join(root, "experiments", "household.yaml"))
     assert frac.experience.tasks["train"] * 8 == base.experience.tasks["train"]

@@ -1,49 +1,87 @@
-"""Two real processes on localhost under jax.distributed (gloo), 4 CPU devices each."""
+"""Two real processes on localhost under jax.distributed (gloo), 4 CPU devices each, through the real
+CLI: ``ee-jax collect all``, then ``ee-jax train --method il`` stopped part way (a checkpoint) and run
+again (a resume). The training losses equal one process's on 8 devices, step for step."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import portpicker
 
-from tests.conftest import TINY
+from tests.test_recipes import AGENT
 
-OVERRIDES = TINY + ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = AGENT + [
+    "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "experience.tasks.train=6", "experience.tasks.valid=2",
+    "experience.tasks_per_shard=2", "experience.reflect.alternatives=1", "recipe.epochs=2", "recipe.valid_tasks=0",
+    "recipe.select=last", "train.eval_every=3", "train.checkpoint_every=100",
+]
 
 
-def test_two_process_training_matches_single_process():
-    port = portpicker.pick_unused_port()
-    worker = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
-    env.pop("JAX_NUM_CPU_DEVICES", None)
-    procs = [subprocess.Popen([sys.executable, worker, str(pid), str(port), *OVERRIDES], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for pid in range(2)]
+def _env(devices: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
+    return env
+
+
+def _cli(args: list[str], run_dir: str, devices: int = 8) -> dict:
+    out = subprocess.run([sys.executable, "-m", "ee_jax.cli.main", *args, *OVERRIDES, f"run_dir={run_dir}",
+                          "--no-progress", "--json"], capture_output=True, text=True, env=_env(devices), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _two_processes(args: list[str], run_dir: str, port: int) -> list[dict]:
+    procs = []
+    for pid in range(2):
+        dist = ["distributed.enabled=true", "distributed.auto=false",
+                f"distributed.coordinator_address=127.0.0.1:{port}", "distributed.num_processes=2",
+                f"distributed.process_id={pid}", "distributed.initialization_timeout_s=60"]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "ee_jax.cli.main", *args, *OVERRIDES, *dist, f"run_dir={run_dir}", "--no-progress",
+             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(4)))
     outs = []
     for p in procs:
-        out, err = p.communicate(timeout=240)
+        out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
         outs.append(json.loads(out.strip().splitlines()[-1]))
-    assert [o["process_count"] for o in outs] == [2, 2] and outs[0]["devices"] == 8
-    assert outs[0]["losses"] == outs[1]["losses"]
+    return outs
 
-    # The same global batches in one process on 8 local devices.
-    import jax
 
-    from ee_jax.config import load_config
-    from ee_jax.parallel import make_mesh
-    from ee_jax.train import create_train_state, make_batch, make_optimizer, make_train_step
+def _losses(run_dir: str) -> dict[int, float]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["il/train/loss"] for r in rows if "il/train/loss" in r}
 
-    cfg = load_config(None, OVERRIDES)
-    mesh = make_mesh(cfg, jax.devices())
-    tx = make_optimizer(cfg.optimizer, 10)
-    gdef, state, shard = create_train_state(cfg, tx, mesh)
-    step = make_train_step(gdef, tx, shard, mesh)
-    rng = np.random.default_rng(0)
-    ref = []
-    for _ in range(3):
-        tokens = rng.integers(0, cfg.model.vocab_size, (cfg.train.batch_size, cfg.train.seq_len + 1))
-        state, metrics = step(state, make_batch(tokens))
-        ref.append(float(metrics["loss"]))
-    np.testing.assert_allclose(outs[0]["losses"], ref, rtol=1e-5)
+
+def test_two_process_collect_train_checkpoint_resume_matches_one_process(tmp_path):
+    from ee_jax.experience.store import load_manifest
+
+    multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
+    _two_processes(["collect", "all"], multi, portpicker.pick_unused_port())
+    first = _two_processes(["train", "--method", "il", "train.stop_after_steps=3"], multi,
+                           portpicker.pick_unused_port())
+    assert all(o["methods"]["il"]["stopped_at"] == 3 for o in first)
+    done = _two_processes(["train", "--method", "il"], multi, portpicker.pick_unused_port())
+    steps = done[0]["methods"]["il"]["updates"]
+    assert steps > 3 and done[1]["methods"]["il"]["updates"] == steps
+    assert done[0]["methods"]["il"]["stages"][0]["resumed_from"] == 3
+
+    # The reference trains on the same store (two-process collection equals one-process collection record
+    # for record: tests/test_experience_multihost.py).
+    writers = set()
+    for name in os.listdir(os.path.join(multi, "data")):
+        if name.endswith(".arrayrecord.json"):
+            with open(os.path.join(multi, "data", name)) as f:
+                writers.add(json.load(f)["process"])
+    assert writers == {0, 1}  # each process collected its own shards
+    assert load_manifest(os.path.join(multi, "data"))["expert_step"]["units"] == 8
+    for part in ("data", "tokenizer"):
+        shutil.copytree(os.path.join(multi, part), os.path.join(single, part))
+    ref = _cli(["train", "--method", "il"], single)
+    assert ref["methods"]["il"]["updates"] == steps
+    got, want = _losses(multi), _losses(single)
+    assert sorted(got) == sorted(want) == list(range(1, steps + 1))
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=1e-5)

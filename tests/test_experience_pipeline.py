@@ -10,6 +10,7 @@ tests depend only on the record schema and the store format).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import random
@@ -282,18 +283,44 @@ def test_same_seed_same_batches_other_seed_other_order(store):
     assert not all(np.array_equal(x["tokens"], y["tokens"]) for x, y in zip(a, c))
 
 
-def test_hosts_see_disjoint_shares_that_cover_the_split(store):
+def test_hosts_split_the_single_host_batches_row_wise(store):
+    """Each host keeps its rows of the same global batch: together they are the one-host batches,
+    so every example is seen once across hosts and training does not depend on the host count."""
     cfg, tok, records, _ = store
+    known = rendered(records, "iwm", cfg, tok)
+    single = list(experience_batches(cfg, "iwm", tok, repeat=False, shuffle=True, batch_size=8))
+    hosts = []
+    for pid in range(2):
+        it = experience_batches(cfg, "iwm", tok, repeat=False, shuffle=True, batch_size=8, process_index=pid,
+                                process_count=2)
+        hosts.append(list(it))
+        assert all(b["tokens"].shape == (4, 513) for b in hosts[-1])  # local batch = global / processes
+    assert len(hosts[0]) == len(hosts[1]) == len(single)
+    for one, a, b in zip(single, *hosts, strict=True):
+        for k in one:
+            np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), one[k], err_msg=k)
+    shares = [collections.Counter(t for b in batches for t, _, _ in segments(b)) for batches in hosts]
+    assert shares[0] + shares[1] == known and shares[0] and shares[1]
+    repeated = [take(experience_batches(cfg, "iwm", tok, batch_size=8, process_index=p, process_count=2), 3)
+                for p in range(2)]
+    for one, a, b in zip(take(experience_batches(cfg, "iwm", tok, batch_size=8), 3), *repeated, strict=True):
+        np.testing.assert_array_equal(np.concatenate([a["tokens"], b["tokens"]]), one["tokens"])
+
+
+def test_records_sharding_gives_hosts_disjoint_record_shares(store):
+    """data.host_sharding=records: each host renders only its records (pid::nproc) and packs them."""
+    cfg, tok, records, _ = store
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, host_sharding="records"))
     known = rendered(records, "iwm", cfg, tok)
     shares = []
     for pid in range(2):
         it = experience_batches(cfg, "iwm", tok, repeat=False, shuffle=True, batch_size=8, process_index=pid,
                                 process_count=2)
         batches = list(it)
-        assert all(b["tokens"].shape == (4, 513) for b in batches)  # local batch = global / processes
+        assert all(b["tokens"].shape == (4, 513) for b in batches)
         shares.append(collections.Counter(t for b in batches for t, _, _ in segments(b)))
     assert shares[0] + shares[1] == known
-    assert abs(sum(shares[0].values()) - sum(shares[1].values())) <= 1
+    assert abs(sum(shares[0].values()) - sum(shares[1].values())) <= 1  # record counts differ by at most one
 
 
 # ------------------------------------------------------------------------------------------ state, epochs

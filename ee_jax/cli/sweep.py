@@ -57,9 +57,15 @@ def cmd_sweep(args) -> None:
         report = build_scaling_report(sweep)
     else:
         report = run_sweep(sweep, progress=not args.no_progress, overwrite=args.overwrite)
-    _emit(args, _summary(report), {k: report[k] for k in ("rows", "efficiency", "planning", "plots",
-                                                          "missing_points")}
-          | {"report": os.path.join(sweep.run_dir, "scaling.md")})
+    stopped = report.get("stopped")
+    note = (f"\npoint {stopped['point']} stopped at step {stopped['stopped_at']} (train.stop_after_steps): "
+            "run the same command again to resume") if stopped else ""
+    if "rows" not in report:
+        _emit(args, note.strip(), {"stopped": stopped})
+        return
+    _emit(args, _summary(report) + note, {k: report[k] for k in ("rows", "efficiency", "planning", "plots",
+                                                                 "missing_points")}
+          | {"report": os.path.join(sweep.run_dir, "scaling.md"), "stopped": stopped})
 
 
 def add_parser(sub) -> None:

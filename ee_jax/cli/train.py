@@ -16,6 +16,10 @@ def cmd_train(args) -> None:
     for method in methods:
         rec = train_method(cfg, method, overwrite=args.overwrite, progress=not args.no_progress)
         payload["methods"][method] = rec
+        if rec.get("stopped_at") is not None:
+            lines.append(f"{method:<4} {rec['stage']:<7} stopped at step {rec['stopped_at']} of {rec['steps']} "
+                         "(train.stop_after_steps): run the same command again to resume")
+            break
         for st in rec["stages"]:
             sel = st["selection"]
             how = f"{sel['rule']}" + (f" by valid {sel['metric']}" if sel["rule"] == "best" else "")
@@ -36,7 +40,12 @@ def cmd_run(args) -> None:
     if os.path.exists(summary["report"]):
         with open(summary["report"], encoding="utf-8") as f:
             human = f.read()
-    human += f"\nreport  {summary['report']}  ({summary['seconds'] / 60:.1f} min)"
+    if summary.get("stopped"):
+        st = summary["stopped"]
+        human = (f"seed {st['seed']} {st['method']}: {st['stage']} stopped at step {st['stopped_at']} of {st['steps']} "
+                 "(train.stop_after_steps): run the same command again to resume")
+    else:
+        human += f"\nreport  {summary['report']}  ({summary['seconds'] / 60:.1f} min)"
     _emit(args, human, summary)
 
 

@@ -150,6 +150,10 @@ class DataConfig:
     include_dropped_reflections: bool = False  # train on reflections a filter dropped (for ablations)
     shuffle: bool = True
     read_threads: int = 0  # grain ReadOptions.num_threads; 0 = read in the calling thread (best on 2 cores)
+    # Multi-host: "rows" = every host runs the whole pipeline and keeps its rows of each global batch
+    # (batches, hence training, identical for any host count); "records" = each host renders only its
+    # share of the records (pid::nproc; less host work on many hosts, batches depend on the host count).
+    host_sharding: str = "rows"
 
 
 @dataclass

@@ -3,13 +3,21 @@
 Per record kind of the objective (:func:`~ee_jax.data.examples.sources_for`)::
 
     ArrayRecord shards of the split  ->  the split's (kept) records, by index
-      -> seeded global shuffle -> this host's slice [pid::nproc] -> repeat
+      -> seeded global shuffle -> [this host's records pid::nproc, data.host_sharding=records] -> repeat
       -> parse + validate + render (tokens, loss mask; at most seq_len + 1 tokens)
 
 then the kinds are mixed by weight (a deterministic interleave in exact proportion; each kind's order
 is its own seeded shuffle), examples whose target does not fit are dropped and counted, and the rest
 are FirstFit-packed into rows of ``seq_len + 1`` tokens with segment ids and positions (or padded one
-per row when ``data.packing`` is off) and batched to the local batch (global / process count).
+per row when ``data.packing`` is off) and batched.
+
+Several hosts (``data.host_sharding``): with ``rows`` (default) every host runs the same pipeline to the
+global batch and keeps its rows (``[pid * local : (pid + 1) * local]``, local = global / process
+count), so the batches, and the training they drive, do not depend on the number of hosts: two
+processes compute what one process on the same devices would (tests/test_distributed.py). The price:
+every host renders and packs every example. With ``records`` each host renders only its records
+(``pid::nproc``) and packs its own local batches: 1/nproc of the host work, for many hosts or long
+sequences, but the batches depend on the host count. Either way the store must be on storage every host reads.
 
 The iterator state (grain's, plus the pipeline's counters) is a small JSON dict: ``fit`` saves it in
 each Orbax checkpoint, and a restored run continues at the exact element an uninterrupted run would.
@@ -230,6 +238,22 @@ class _PadOne:
                 "positions": np.arange(self.length, dtype=np.int32)}
 
 
+class _HostRows:
+    """This host's rows of a global batch (a short last batch is first padded with empty rows)."""
+
+    def __init__(self, pid: int, local: int, total: int):
+        self.pid, self.local, self.total = pid, local, total
+
+    def __call__(self, batch: dict) -> dict:
+        out = {}
+        for k, v in batch.items():
+            v = np.asarray(v)
+            if v.shape[0] < self.total:
+                v = np.concatenate([v, np.zeros((self.total - v.shape[0], *v.shape[1:]), v.dtype)])
+            out[k] = v[self.pid * self.local:(self.pid + 1) * self.local]
+        return out
+
+
 def _kind_seed(seed: int, k: int) -> int:
     return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
 
@@ -248,7 +272,7 @@ class ExperienceIterator:
     """
 
     def __init__(self, it, drop_counter: _DropCounter, kinds: list[str], sizes: dict[str, int],
-                 local_sizes: dict[str, int], row_len: int, local_batch: int, fingerprint: dict):
+                 local_sizes: dict[str, float], row_len: int, local_batch: int, fingerprint: dict):
         self._it, self._drops = it, drop_counter
         self.kinds, self.sizes, self.local_sizes = kinds, sizes, local_sizes
         self.row_len, self.local_batch, self.fingerprint = row_len, local_batch, fingerprint
@@ -341,8 +365,8 @@ def experience_batches(cfg: Config, objective: str, tokenizer, *, data_dir: str 
         data_dir: default ``cfg.run_dir/data``.
         split: records of this split only.
         shuffle: default ``cfg.data.shuffle``.
-        repeat: endless epochs (training). ``repeat=False`` is one pass that yields every example of
-            this host's share exactly once (kinds concatenated, the last batch padded with empty rows).
+        repeat: endless epochs (training). ``repeat=False`` is one pass: across hosts every example is
+            yielded exactly once (kinds concatenated, the last batch padded with empty rows).
         batch_size: global rows per batch (default ``cfg.train.batch_size``); this host yields
             ``batch_size / process_count`` rows.
         seed: default ``cfg.seed``.
@@ -382,14 +406,17 @@ def experience_batches(cfg: Config, objective: str, tokenizer, *, data_dir: str 
         if len(sel) != expected[kind]:
             raise RecordError(f"{data_dir}: {kind} sidecars count {expected[kind]} records of split {split!r}, "
                               f"the shards hold {len(sel)}; a shard or its .json is stale")
-        sizes[kind], local_sizes[kind] = len(sel), len(range(pid, len(sel), nproc))
+        by_rows = nproc > 1 and cfg.data.host_sharding == "rows"
+        sizes[kind] = len(sel)
+        local_sizes[kind] = len(sel) / nproc if by_rows else len(range(pid, len(sel), nproc))  # this host's share
         if not local_sizes[kind]:
             raise ValueError(f"{data_dir}: {kind!r} split {split!r} has {len(sel)} records, fewer than the "
-                             f"{nproc} processes: process {pid} would get none")
+                             f"{nproc} processes: process {pid} would get none (data.host_sharding=records)")
         ds = grain.MapDataset.source(_SelectedRecords(sel))
         if shuffle:
             ds = ds.shuffle(seed=_kind_seed(seed, k))
-        ds = ds[pid::nproc]
+        if nproc > 1 and not by_rows:
+            ds = ds[pid::nproc]
         if repeat:
             ds = ds.repeat(None)
         render = _Render(sel, k + 1, objective, tokenizer, cfg.tokenizer.template, cfg.prompt, row_len)
@@ -411,10 +438,14 @@ def experience_batches(cfg: Config, objective: str, tokenizer, *, data_dir: str 
         rows = packed.map(_rename_packed)
     else:
         rows = drops.map(_PadOne(row_len))
-    batched = rows.batch(local_batch, drop_remainder=repeat)
+    if nproc > 1 and cfg.data.host_sharding == "rows":
+        batched = rows.batch(batch_size, drop_remainder=repeat).map(_HostRows(pid, local_batch, batch_size))
+    else:
+        batched = rows.batch(local_batch, drop_remainder=repeat)
     fingerprint = {"objective": objective, "split": split, "kinds": kinds, "weights": [weights[k] for k in kinds],
                    "sizes": [sizes[k] for k in kinds], "row_len": row_len, "local_batch": local_batch,
                    "packing": bool(cfg.data.packing), "packing_bins": cfg.data.packing_bins, "shuffle": bool(shuffle),
                    "repeat": bool(repeat), "seed": seed, "process": [pid, nproc],
+                   **({"host_sharding": cfg.data.host_sharding} if nproc > 1 else {}),
                    "template": cfg.tokenizer.template}
     return ExperienceIterator(iter(batched), drops, kinds, sizes, local_sizes, row_len, local_batch, fingerprint)

@@ -125,6 +125,10 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         for method in [m for m in cfg.recipe.methods if m != "rl"]:
             record = timed(f"train_{method}", train_method, scfg, method, data_dir=data_dir, overwrite=overwrite,
                            progress=progress)
+            if record.get("stopped_at") is not None:  # time-boxed (train.stop_after_steps): resume by re-running
+                return {"run_dir": cfg.run_dir, "seconds": time.perf_counter() - t0, "timings": timings,
+                        "stopped": {"seed": seed, **record}, "results": results,
+                        "report": os.path.join(cfg.run_dir, "report.md"), "table": None}
             ev = timed(f"eval_{method}", evaluate_method, scfg, method, record["policy_stage"],
                        force=not record.get("skipped"), progress=progress)
             results[f"{seed}/{method}"] = _result_row(record, ev)

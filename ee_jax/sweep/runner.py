@@ -70,6 +70,11 @@ def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = Fa
               f"{' '.join(shlex.quote(o) for o in point.overrides)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         summary = run_experiment(cfg, overwrite=overwrite, progress=progress)
+        if summary.get("stopped"):  # a time-boxed point (train.stop_after_steps): the next invocation resumes it
+            status["stopped"] = {"point": point.name, **summary["stopped"]}
+            atomic_write(status_path, json.dumps(status, indent=1) + "\n")
+            return {**(build_scaling_report(sweep) if status["points"] else {}), "stopped": status["stopped"]}
+        status.pop("stopped", None)
         status["points"][point.name] = {"run_dir": point.run_dir, "seconds": time.perf_counter() - t0,
                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                         "run_seconds": summary["seconds"]}

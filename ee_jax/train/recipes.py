@@ -171,6 +171,11 @@ def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overw
     stages = []
     for plan in plan_method(cfg, method, tok, data_dir):
         result = train_stage(cfg, plan, tok, mesh, data_dir, progress=progress)
+        if result.selection is None:  # train.stop_after_steps ended this invocation: run again to resume
+            import jax
+
+            return {"method": method, "policy_stage": METHOD_STAGES[method][-1], "stage": plan.stage,
+                    "stopped_at": int(jax.device_get(result.state.step)), "steps": plan.steps, "stages": stages}
         final = result.history[-1] if result.history else {}
         stages.append({**dataclasses.asdict(plan), "epochs": plan.epochs, "resumed_from": result.resumed_from,
                        "selected_step": result.selection["step"], "selection": result.selection,
