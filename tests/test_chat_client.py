@@ -37,6 +37,7 @@ class Stub:
                     stub.auth.append(self.headers.get("Authorization"))
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                counted = True
                 try:
                     if step == "hang":
                         stub.release.wait(10)
@@ -53,10 +54,16 @@ class Stub:
                         self.send_header(k, v)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
-                finally:
+                    # Leave the count before the client can read the body and send its next request
+                    # (counting after the write raced with the client and could report one too many).
                     with stub.lock:
                         stub.in_flight -= 1
+                        counted = False
+                    self.wfile.write(data)
+                finally:
+                    if counted:
+                        with stub.lock:
+                            stub.in_flight -= 1
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
