@@ -27,7 +27,6 @@ bucket mounted with gcsfuse through ``--setup-command``.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shlex
 import subprocess
@@ -123,18 +122,15 @@ def source_files(root: str) -> list[str]:
 def pack_source(root: str, out_path: str) -> int:
     """Write the checkout as a gzip tarball with fixed metadata; returns the number of files."""
     files = source_files(root)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    tmp = out_path + ".tmp"
+    with tarfile.open(tmp, mode="w:gz") as tar:
         for f in files:
             info = tar.gettarinfo(os.path.join(root, f), arcname=f)
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             with open(os.path.join(root, f), "rb") as fh:
                 tar.addfile(info, fh)
-    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
-    tmp = out_path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
     os.replace(tmp, out_path)
     return len(files)
 

@@ -44,13 +44,13 @@ def size_figures(cfg: Config, *, steps: int = 3) -> dict:
     from ee_jax.models.accounting import param_count, train_flops_per_token
     from ee_jax.parallel import make_mesh
     from ee_jax.parallel.rules import use_mesh
+    from ee_jax.sweep.scaling import trained_model
     from ee_jax.train.metrics import device_peak_flops
     from ee_jax.train.optimizer import make_optimizer
     from ee_jax.train.state import create_train_state
     from ee_jax.train.step import batch_sharding, make_batch, make_train_step
 
-    if not cfg.tokenizer.path:  # a scratch tokenizer has exactly tokenizer.vocab_size pieces
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size))
+    cfg = dataclasses.replace(cfg, model=trained_model(cfg))
     t = cfg.train
     mesh = make_mesh(cfg)
     tx = make_optimizer(cfg.optimizer, 1000)
