@@ -5,6 +5,7 @@ Kept in one place so that nothing else in the package mutates global state on im
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -86,3 +87,41 @@ def configure_malloc() -> bool:
     ok &= libc.mallopt(m_trim_threshold, -1) == 1  # -1 -> SIZE_MAX: never trim
     _malloc_configured = bool(ok)
     return _malloc_configured
+
+
+def resident_memory_gb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in GB (Linux ``/proc``; (0, 0) elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        kb = [int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM")]
+    except (OSError, KeyError, ValueError):
+        return 0.0, 0.0
+    return kb[0] / 1e6, kb[1] / 1e6
+
+
+def reset_peak_memory() -> None:
+    """Restart the peak of ``resident_memory_gb`` from the current size (Linux; no-op elsewhere)."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")
+
+
+def release_memory() -> float:
+    """Between pipeline stages: drop JAX's compiled programs and unreachable arrays, and return the
+    free heap to the OS. Returns the resident memory afterwards (GB).
+
+    With ``configure_malloc``'s settings the heap never shrinks by itself, so a long ``ee-jax run``
+    would otherwise keep every stage's high-water mark (train temporaries, then sampler caches).
+    ``malloc_trim(0)`` also releases free pages inside the heap, not just its top.
+    """
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return resident_memory_gb()[0]
+

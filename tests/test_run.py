@@ -33,6 +33,9 @@ def finished(tmp_path_factory):
 def test_every_artifact_exists(finished):
     run_dir, summary = finished
     assert summary["run_dir"] == run_dir and set(summary["collected"]) == {"expert", "explore", "reflect"}
+    # every stage's resident memory: its peak, and what stays after release_memory between stages
+    assert {"collect_expert", "train_il", "eval_il", "train_sr", "eval_sr"} <= set(summary["memory"])
+    assert all(0 < m["after_gb"] <= m["peak_gb"] for m in summary["memory"].values()), summary["memory"]
     for name in ("config.yaml", "data/manifest.json", "tokenizer/spm.model", "report.md", "report.json",
                  "run_summary.json", "plots/success.png", "plots/learning_curves.png"):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0, name

@@ -95,6 +95,7 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
     from ee_jax.report import build_report
     from ee_jax.rl.trainer import train_rl
     from ee_jax.runinfo import run_info
+    from ee_jax.runtime import release_memory, reset_peak_memory, resident_memory_gb
     from ee_jax.train.recipes import train_method
 
     initialize_distributed(cfg.distributed)
@@ -104,10 +105,15 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         os.makedirs(cfg.run_dir, exist_ok=True)
         save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
 
+    memory: dict[str, dict[str, float]] = {}  # per stage: peak resident GB, and after release_memory
+
     def timed(name: str, fn, *a, **kw):
         start = time.perf_counter()
+        reset_peak_memory()
         out = fn(*a, **kw)
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        peak = resident_memory_gb()[1]
+        memory[name] = {"peak_gb": round(peak, 2), "after_gb": round(release_memory(), 2)}
         return out
 
     data_dir = os.path.join(cfg.run_dir, "data")
@@ -141,7 +147,8 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
             results[f"{seed}/{stage}"] = _result_row(record, ev)
     report = build_report(cfg.run_dir) if jax.process_index() == 0 else {}
     summary = {"run_dir": cfg.run_dir, "seconds": time.perf_counter() - t0, "timings": timings,
-               "collected": {s: sec.get("records") for s, sec in collected.items()}, "results": results,
+               "memory": memory, "collected": {s: sec.get("records") for s, sec in collected.items()},
+               "results": results,
                "report": os.path.join(cfg.run_dir, "report.md")}
     if jax.process_index() == 0:
         with open(os.path.join(cfg.run_dir, "run_summary.json"), "w", encoding="utf-8") as f:
