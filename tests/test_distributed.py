@@ -1,6 +1,8 @@
 """Two real processes on localhost under jax.distributed (gloo), 4 CPU devices each, through the real
 CLI: ``ee-jax collect all``, then ``ee-jax train --method il`` stopped part way (a checkpoint) and run
-again (a resume). The training losses equal one process's on 8 devices, step for step."""
+again (a resume). The training losses equal one process's on 8 devices, step for step; ``ee-jax eval``
+of the checkpoint on two processes gives one process's episodes and world-model metrics, and two GRPO
+steps (``ee-jax rl``) give one process's losses."""
 
 import json
 import os
@@ -10,8 +12,10 @@ import sys
 
 import numpy as np
 import portpicker
+import pytest
 
 from tests.test_recipes import AGENT
+from tests.test_rl import RL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = AGENT + [
@@ -26,14 +30,15 @@ def _env(devices: int) -> dict:
     return env
 
 
-def _cli(args: list[str], run_dir: str, devices: int = 8) -> dict:
+def _cli(args: list[str], run_dir: str, devices: int = 8, flags: tuple[str, ...] = ()) -> dict:
     out = subprocess.run([sys.executable, "-m", "ee_jax.cli.main", *args, *OVERRIDES, f"run_dir={run_dir}",
-                          "--no-progress", "--json"], capture_output=True, text=True, env=_env(devices), timeout=300)
+                          "--no-progress", "--json", *flags], capture_output=True, text=True, env=_env(devices),
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _two_processes(args: list[str], run_dir: str, port: int) -> list[dict]:
+def _two_processes(args: list[str], run_dir: str, port: int, flags: tuple[str, ...] = ()) -> list[dict]:
     procs = []
     for pid in range(2):
         dist = ["distributed.enabled=true", "distributed.auto=false",
@@ -41,7 +46,7 @@ def _two_processes(args: list[str], run_dir: str, port: int) -> list[dict]:
                 f"distributed.process_id={pid}", "distributed.initialization_timeout_s=60"]
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "ee_jax.cli.main", *args, *OVERRIDES, *dist, f"run_dir={run_dir}", "--no-progress",
-             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(4)))
+             "--json", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(4)))
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=300)
@@ -54,6 +59,12 @@ def _losses(run_dir: str) -> dict[int, float]:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     return {r["step"]: r["il/train/loss"] for r in rows if "il/train/loss" in r}
+
+
+def _rl_losses(run_dir: str) -> dict[int, float]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["grpo_from_il/rl/loss"] for r in rows if "grpo_from_il/rl/loss" in r}
 
 
 def test_two_process_collect_train_checkpoint_resume_matches_one_process(tmp_path):
@@ -85,3 +96,27 @@ def test_two_process_collect_train_checkpoint_resume_matches_one_process(tmp_pat
     got, want = _losses(multi), _losses(single)
     assert sorted(got) == sorted(want) == list(range(1, steps + 1))
     np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=1e-5)
+
+    # Evaluation under jax.distributed: both hosts play the same greedy episodes on the sharded model and
+    # split the world-model transitions; the result equals one process's on 8 devices.
+    flags = ("--stage", "il", "--n", "3", "--split", "test")
+    two = _two_processes(["eval", multi], multi, portpicker.pick_unused_port(), flags)
+    one = _cli(["eval", multi], multi, flags=flags)
+    for got in two:
+        assert got["splits"]["test"]["episodes"] == one["splits"]["test"]["episodes"] == 3
+        for key in ("success", "score", "steps", "invalid_rate"):
+            assert got["splits"]["test"][key] == one["splits"]["test"][key], key
+        assert got["world_model"]["transitions"] == one["world_model"]["transitions"] > 0
+        np.testing.assert_allclose(got["world_model"]["loss"], one["world_model"]["loss"], rtol=1e-4)
+        assert got["world_model"]["token_accuracy"] == pytest.approx(one["world_model"]["token_accuracy"])
+
+    # RL under jax.distributed: every host runs the same seeded rollouts (the sampler's sharded outputs
+    # gathered), and the update sees those rows once, so two GRPO steps from the same checkpoint give
+    # one process's losses.
+    rl = ["rl", "--from", "il", *RL, "rl.steps=2"]
+    shutil.copytree(multi, single_rl := str(tmp_path / "single_rl"), symlinks=True)
+    _two_processes(rl, multi, portpicker.pick_unused_port())
+    _cli(rl, single_rl)
+    got, want = _rl_losses(multi), _rl_losses(single_rl)
+    assert sorted(got) == sorted(want) == [1, 2]
+    np.testing.assert_allclose([got[s] for s in (1, 2)], [want[s] for s in (1, 2)], rtol=1e-4)

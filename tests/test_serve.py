@@ -286,3 +286,25 @@ def test_cli_serve(tmp_path):
         proc.terminate()
         proc.wait(30)
     assert proc.returncode in (0, -15)
+
+
+def test_serve_refuses_to_run_as_one_of_several_processes(monkeypatch):
+    from ee_jax.cli.serve import _check_single_host
+    from ee_jax.config import ConfigError
+
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
+    _check_single_host([])  # a plain machine
+    _check_single_host(["distributed.enabled=true"])  # one process (JAX's own detection, one host)
+    with pytest.raises(ConfigError, match="one process on one host"):
+        _check_single_host(["distributed.enabled=true", "distributed.num_processes=2"])
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # srun started four copies
+    with pytest.raises(ConfigError, match="srun -n1"):
+        _check_single_host([])
+    _check_single_host(["distributed.auto=false"])  # the user says this copy is alone
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "10.0.0.2,10.0.0.3")  # a multi-host TPU slice
+    with pytest.raises(ConfigError):
+        _check_single_host([])
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "localhost")  # a single-host TPU VM
+    _check_single_host([])

@@ -1,5 +1,8 @@
 """``ee-jax eval RUN_DIR --stage STAGE``: a checkpoint acting on the held-out task lists, and its
-world-model metrics; writes ``RUN_DIR/eval/STAGE.json`` and ``RUN_DIR/eval/STAGE/SPLIT.jsonl``."""
+world-model metrics; writes ``RUN_DIR/eval/STAGE.json`` and ``RUN_DIR/eval/STAGE/SPLIT.jsonl``.
+
+Under ``jax.distributed`` every host runs the same episodes on the sharded model (process 0 writes the
+files) and the world-model transitions are split between hosts."""
 
 from __future__ import annotations
 
@@ -33,6 +36,16 @@ def _table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _initialize_distributed(overrides: list[str]) -> None:
+    """Join ``jax.distributed`` as this invocation says (its ``distributed.*`` overrides, or cluster
+    auto-detection), never as the run's ``config.yaml`` says: that records how training was launched
+    (another coordinator, other process ids), not how this evaluation is."""
+    from ee_jax.config import load_config
+    from ee_jax.parallel import initialize_distributed
+
+    initialize_distributed(load_config(None, [o for o in overrides if o.startswith("distributed.")]).distributed)
+
+
 def cmd_eval(args) -> None:
     from ee_jax.eval import evaluate_policy
     from ee_jax.policy import load_policy
@@ -53,6 +66,7 @@ def cmd_eval(args) -> None:
 
         for s in splits:
             check_split(s)
+    _initialize_distributed(overrides)
     policy = load_policy(args.run_dir, stage=args.stage, overrides=overrides)
     # the run directory may have moved since its config.yaml was written: its data is where it is now
     cfg = dataclasses.replace(policy.cfg, run_dir=args.run_dir)

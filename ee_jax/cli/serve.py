@@ -43,6 +43,21 @@ def _announce(server, args, model: str, source: str) -> None:
         print(json.dumps({"url": url, "model": model, "source": source}), flush=True)
 
 
+def _check_single_host(overrides: list[str]) -> None:
+    """One server is one process on one host (its local devices): several processes of a SLURM or TPU job
+    would each bind the port and answer alone, so refuse them with a clear error instead."""
+    from ee_jax.config import load_config
+
+    dist = load_config(None, [o for o in overrides if o.startswith("distributed.")]).distributed
+    several = (dist.enabled and dist.num_processes != 1) or (dist.auto and (
+        int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")))
+    if several:
+        raise ConfigError("ee-jax serve runs as one process on one host (it uses that host's devices), but "
+                          "this is one of several processes (distributed.enabled=true, or a multi-task SLURM / "
+                          "Cloud TPU job was detected): start it once, e.g. `srun -n1 ee-jax serve ...`, or "
+                          "pass distributed.auto=false")
+
+
 def cmd_serve(args) -> None:
     try:
         import fastapi  # noqa: F401
@@ -60,6 +75,7 @@ def cmd_serve(args) -> None:
         raise ConfigError(f"unexpected argument {bad[0]!r}: ee-jax serve takes RUN_DIR, then key=value overrides")
     if args.max_batch < 1:
         raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
+    _check_single_host(overrides)
     policy = load_policy(args.run_dir, stage=args.stage, overrides=overrides, init_if_missing=args.init)
     model = args.model_name or os.path.basename(os.path.abspath(args.run_dir))
     if not is_loopback(args.host):

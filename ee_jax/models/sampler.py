@@ -29,6 +29,7 @@ from ee_jax.config import ModelConfig, SamplerConfig
 from ee_jax.models.factory import apply_model
 from ee_jax.models.layers import dtype_of
 from ee_jax.models.transformer import layer_windows
+from ee_jax.parallel.distributed import to_host
 from ee_jax.parallel.rules import constrain, logical_to_spec, use_mesh
 
 
@@ -232,9 +233,9 @@ class Sampler:
                     jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
                     steps=self.chunk, top_k=int(top_k), greedy=temperature == 0,
                 )
-                outs.append(np.asarray(out))
-                lps.append(np.asarray(lp))
-                if start + self.chunk >= max_new or bool(np.all(np.asarray(carry[3]))):
+                outs.append(to_host(out))
+                lps.append(to_host(lp))
+                if start + self.chunk >= max_new or bool(np.all(to_host(carry[3]))):
                     break
                 if stop and self._all_stopped(np.concatenate(outs, 1)[:n], stop):
                     break
@@ -298,4 +299,4 @@ class Sampler:
         with use_mesh(self.mesh):
             ll = self._score(self.params, jax.device_put(tokens, self._row_sharding),
                              jax.device_put(weights, self._row_sharding))
-        return np.asarray(ll)[:n]
+        return to_host(ll)[:n]

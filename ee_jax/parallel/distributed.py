@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 
 from ee_jax.config import DistributedConfig
 
@@ -46,3 +47,17 @@ def initialize(cfg: DistributedConfig) -> bool:
     except RuntimeError as e:
         raise RuntimeError(f"jax.distributed.initialize({kwargs}) failed: {e}") from e
     return True
+
+
+def to_host(x) -> np.ndarray:
+    """The whole value of ``x`` as a numpy array on this host.
+
+    A ``jax.Array`` sharded over devices of several processes cannot be read locally: it is gathered
+    (``process_allgather``), a collective, so every process must call this for the same array in the
+    same order (as every host does when they run the same sampler call).
+    """
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

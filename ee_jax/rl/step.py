@@ -39,9 +39,13 @@ FORWARD_KEYS = ("inputs", "targets", "positions", "segment_ids")
 
 
 def device_batch(arrays: dict, mesh) -> dict:
-    """Host ``[B, T]`` arrays (this process's rows) -> global arrays sharded over the batch axes."""
+    """Host ``[B, T]`` arrays -> global arrays sharded over the batch axes.
+
+    Every host holds all ``B`` rows (each runs the same seeded rollouts), so the global batch is those
+    rows, as on one host: ``device_put`` keeps each device's slice.
+    """
     sh = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sh, np.asarray(v)) for k, v in arrays.items()}
+    return {k: jax.device_put(np.asarray(v), sh) for k, v in arrays.items()}
 
 
 def _jit(fn, mesh, in_shardings, out_shardings, donate=()):

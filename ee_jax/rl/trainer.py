@@ -161,13 +161,14 @@ def _train_state(tx, params, mesh) -> TrainState:
 def _forward_rows(fn, params, arrays: dict, rows: int, params_mesh,
                   keys=("inputs", "targets", "positions", "segment_ids")):
     """Apply a jitted row function minibatch by minibatch; concatenated on the host."""
+    from ee_jax.parallel.distributed import to_host
     from ee_jax.rl.step import device_batch
 
     outs = []
     n = arrays["inputs"].shape[0]
     for s in range(0, n, rows):
         batch = device_batch({k: arrays[k][s:s + rows] for k in keys}, params_mesh)
-        outs.append(jax.device_get(fn(params, batch)))
+        outs.append(jax.tree.map(to_host, fn(params, batch)))  # rows span every host's devices
     if isinstance(outs[0], tuple):
         return tuple(np.concatenate([o[i] for o in outs]) for i in range(len(outs[0])))
     return np.concatenate(outs)
