@@ -102,10 +102,28 @@ def checkpoint_stages(run_dir: str) -> list[str]:
 def run_policy(cfg: Config, stage: str = "") -> Policy:
     """The policy a collection stage of ``cfg``'s run acts with: checkpoint ``stage``, or the untrained
     model for ``""``. A scratch run's tokenizer is trained from its records first if it is missing."""
+    import jax
+
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
 
     ensure_tokenizer(cfg)
-    return load_policy(cfg=cfg, stage=stage or "init")
+    return load_policy(cfg=cfg, stage=stage or "init", mesh=local_mesh(cfg) if jax.process_count() > 1 else None)
+
+
+def local_mesh(cfg: Config):
+    """A mesh over this host's devices only (``cfg.mesh.tensor`` kept when it divides them).
+
+    Collection shards are per host, so under ``jax.distributed`` hosts make different sampler calls;
+    each samples with its own copy of the model, which a global mesh would not allow.
+    """
+    import jax
+
+    from ee_jax.config import MeshConfig
+    from ee_jax.parallel import make_mesh
+
+    local = jax.local_devices()
+    tensor = cfg.mesh.tensor if cfg.mesh.tensor > 0 and len(local) % cfg.mesh.tensor == 0 else 1
+    return make_mesh(dataclasses.replace(cfg, mesh=MeshConfig(data=-1, fsdp=1, tensor=tensor)), local)
 
 
 def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage: str | None = None,

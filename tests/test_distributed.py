@@ -120,3 +120,29 @@ def test_two_process_collect_train_checkpoint_resume_matches_one_process(tmp_pat
     got, want = _rl_losses(multi), _rl_losses(single_rl)
     assert sorted(got) == sorted(want) == [1, 2]
     np.testing.assert_allclose([got[s] for s in (1, 2)], [want[s] for s in (1, 2)], rtol=1e-4)
+
+
+def test_two_process_policy_exploration_and_self_reflection(tmp_path):
+    """Collection stages that run the policy under jax.distributed: each host proposes alternatives and
+    writes reflections for its own shards with its own copy of the model (different sampler calls on each
+    host, which a global mesh would deadlock on), and the store holds every expert state's branches."""
+    from ee_jax.experience.store import load_manifest
+
+    run = str(tmp_path / "policy")
+    extra = ["experience.explore.strategy=policy", "experience.explore.max_new_tokens=8",
+             "experience.reflect.generator=self", "experience.reflect.max_new_tokens=12",
+             "experience.reflect.min_words=0", "experience.tasks.train=4", "experience.tasks.valid=0"]
+    outs = _two_processes(["collect", "all", *extra], run, portpicker.pick_unused_port())
+    manifest = load_manifest(os.path.join(run, "data"))
+    states, explore = manifest["expert_step"]["records"], manifest["transition"]
+    assert states > 0 and explore["settings"]["policy"].startswith("init:")
+    assert explore["counters"]["states"] == states and explore["counters"]["proposals"] > 0
+    assert explore["records"] == states + explore["counters"]["branches"] > states  # the expert step + branches
+    reflect = manifest["reflection"]
+    assert reflect["records"] == states and sum(reflect["counters"]["verdict"].values()) == states, reflect
+    writers = set()
+    for name in os.listdir(os.path.join(run, "data")):
+        if name.startswith("transition") and name.endswith(".arrayrecord.json"):
+            with open(os.path.join(run, "data", name)) as f:
+                writers.add(json.load(f)["process"])
+    assert writers == {0, 1}, outs
