@@ -1,6 +1,7 @@
 """Two real processes on localhost under jax.distributed (gloo), 4 CPU devices each, through the real
-CLI: ``ee-jax collect all``, then ``ee-jax train --method il`` stopped part way (a checkpoint) and run
-again (a resume). The training losses equal one process's on 8 devices, step for step; ``ee-jax eval``
+CLI: ``ee-jax collect all``, then ``ee-jax train --method il`` stopped part way (a checkpoint), resumed
+and stopped again, and finished on one process (a checkpoint of two hosts resumed on one). The training
+losses equal one process's on 8 devices, step for step; ``ee-jax eval``
 of the checkpoint on two processes gives one process's episodes and world-model metrics, and two GRPO
 steps (``ee-jax rl``) give one process's losses."""
 
@@ -75,10 +76,13 @@ def test_two_process_collect_train_checkpoint_resume_matches_one_process(tmp_pat
     first = _two_processes(["train", "--method", "il", "train.stop_after_steps=3"], multi,
                            portpicker.pick_unused_port())
     assert all(o["methods"]["il"]["stopped_at"] == 3 for o in first)
-    done = _two_processes(["train", "--method", "il"], multi, portpicker.pick_unused_port())
-    steps = done[0]["methods"]["il"]["updates"]
-    assert steps > 3 and done[1]["methods"]["il"]["updates"] == steps
-    assert done[0]["methods"]["il"]["stages"][0]["resumed_from"] == 3
+    second = _two_processes(["train", "--method", "il", "train.stop_after_steps=2"], multi,
+                            portpicker.pick_unused_port())
+    assert all(o["methods"]["il"].get("stopped_at") == 5 for o in second), second[0]["methods"]["il"]
+    # the rest on one process: a checkpoint written by two hosts resumes on another host count
+    done = _cli(["train", "--method", "il"], multi)
+    steps = done["methods"]["il"]["updates"]
+    assert steps > 5 and done["methods"]["il"]["stages"][0]["resumed_from"] == 5
 
     # The reference trains on the same store (two-process collection equals one-process collection record
     # for record: tests/test_experience_multihost.py).

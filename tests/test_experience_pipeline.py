@@ -351,6 +351,57 @@ def test_checkpoint_restores_the_exact_position(store, tmp_path):
         other.set_state(it.get_state())
 
 
+def test_resume_on_another_host_count(store, tmp_path):
+    """data.host_sharding=rows: a position saved on two hosts continues on one (and one on two) with the
+    same global batches; the checkpoint's per-process file of another count is handed over."""
+    import glob
+
+    import jax.numpy as jnp
+
+    from ee_jax.checkpoint import Checkpointer
+
+    cfg, tok, _, _ = store
+
+    def hosts():
+        return [experience_batches(cfg, "iwm", tok, batch_size=8, process_index=p, process_count=2) for p in range(2)]
+
+    two = hosts()
+    for it in two:
+        take(it, 3)
+    one = experience_batches(cfg, "iwm", tok, batch_size=8)
+    one.set_state(two[0].get_state())
+    for want_a, want_b, got in zip(take(two[0], 3), take(two[1], 3), take(one, 3), strict=True):
+        np.testing.assert_array_equal(np.concatenate([want_a["tokens"], want_b["tokens"]]), got["tokens"])
+    # the counters are per host: host 0's are doubled for one host (not exact: the hosts' rows differ)
+    seen = sum(sum(it.stats()["examples"].values()) for it in two)
+    assert sum(one.stats()["examples"].values()) == pytest.approx(seen, rel=0.1)
+
+    single = experience_batches(cfg, "iwm", tok, batch_size=8)
+    take(single, 2)
+    with Checkpointer(tmp_path / "ckpt", async_save=False) as ck:
+        ck.save(2, {"x": jnp.zeros(2)}, data_iterator=single)
+    expected = take(single, 3)
+    (saved,) = glob.glob(str(tmp_path / "ckpt" / "2" / "data" / "process_0-of-1.json"))
+    os.rename(saved, saved.replace("-of-1", "-of-2"))  # as if written by the first of two hosts
+    fresh = experience_batches(cfg, "iwm", tok, batch_size=8)
+    with Checkpointer(tmp_path / "ckpt", async_save=False) as ck:
+        ck.restore(2, target={"x": jnp.zeros(2)}, data_iterator=fresh)
+    assert all(np.array_equal(x["tokens"], y["tokens"]) for x, y in zip(expected, take(fresh, 3), strict=True))
+    moved = hosts()
+    with open(saved.replace("-of-1", "-of-2")) as f:
+        state = json.load(f)
+    for it in moved:
+        it.set_state(state)
+    for want, a, b in zip(expected, take(moved[0], 3), take(moved[1], 3), strict=True):
+        np.testing.assert_array_equal(np.concatenate([a["tokens"], b["tokens"]]), want["tokens"])
+
+    # records sharding depends on the host count: refused, saying why
+    rec = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, host_sharding="records"))
+    by_records = experience_batches(rec, "iwm", tok, batch_size=8, process_index=0, process_count=2)
+    with pytest.raises(ValueError, match="only with data.host_sharding=rows"):
+        experience_batches(cfg, "iwm", tok, batch_size=8).set_state(by_records.get_state())
+
+
 def test_epoch_accounting(store):
     cfg, tok, records, _ = store
     n = len(records["expert_step"])

@@ -77,6 +77,14 @@ class DataIteratorStateHandler(ocp.CheckpointHandler):
     def restore(self, directory: epath.Path, args: DataStateRestore | None = None) -> Any:
         path = _process_file(epath.Path(directory))
         if not path.exists():
+            # Saved with another process count: a state that describes its pipeline (a "fingerprint", as
+            # the experience iterator's does) is handed over and its set_state decides whether it carries
+            # over; other states are per host and cannot be guessed.
+            others = sorted(epath.Path(directory).glob("process_0-of-*.json"))
+            if others:
+                state = json.loads(others[0].read_text())
+                if isinstance(state, dict) and "fingerprint" in state:
+                    return state
             raise FileNotFoundError(
                 f"No data-iterator state for process {jax.process_index()} of {jax.process_count()}: "
                 f"{path} does not exist (was the checkpoint written with a different process count?)"

@@ -110,7 +110,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     async_checkpoint: bool = True
-    stop_after_steps: int = 0  # end this invocation early (time-boxed jobs); the schedule still spans `steps`
+    stop_after_steps: int = 0  # end this invocation after N more steps (time-boxed jobs); the schedule spans `steps`
 
 
 @dataclass

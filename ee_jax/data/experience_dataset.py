@@ -261,6 +261,15 @@ def _kind_seed(seed: int, k: int) -> int:
 # ------------------------------------------------------------------------------------------ iterator
 
 
+_HOST_KEYS = ("process", "local_batch", "host_sharding")
+
+
+def _host_count_independent(fingerprint: dict) -> bool:
+    """Whether a pipeline's global batches do not depend on the host count: one host, or ``rows``
+    (every host runs the same pipeline to the global batch and keeps its rows)."""
+    return fingerprint["process"][1] == 1 or fingerprint.get("host_sharding") == "rows"
+
+
 class ExperienceIterator:
     """The pipeline's batch iterator: dicts of ``[B_local, seq_len + 1]`` arrays (:data:`BATCH_FIELDS`).
 
@@ -268,7 +277,9 @@ class ExperienceIterator:
     targets), ``source`` is ``1 + i`` on the tokens of an example of kind ``kinds[i]`` (0 on padding).
 
     ``get_state`` / ``set_state`` (JSON) cover grain's position and the counters behind :meth:`stats`;
-    a state saved by a differently configured pipeline is refused.
+    a state saved by a differently configured pipeline is refused. A state saved on another number of
+    hosts is accepted when neither pipeline depends on the host count (one host, or
+    ``data.host_sharding=rows``) and the global batch is the same: the same batches follow.
     """
 
     def __init__(self, it, drop_counter: _DropCounter, kinds: list[str], sizes: dict[str, int],
@@ -313,14 +324,24 @@ class ExperienceIterator:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError(f"experience iterator state: expected version {STATE_VERSION}, got "
                              f"{state.get('version') if isinstance(state, dict) else type(state).__name__!r}")
-        saved = state["fingerprint"]
-        diff = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
+        saved, now = state["fingerprint"], self.fingerprint
+        moved = _host_count_independent(saved) and _host_count_independent(now) and \
+            saved["local_batch"] * saved["process"][1] == now["local_batch"] * now["process"][1]
+        ignore = _HOST_KEYS if moved else ()  # another host count, the same global batches
+        diff = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
         if diff:
-            shown = ", ".join(f"{k}: saved {saved.get(k)!r}, now {self.fingerprint.get(k)!r}" for k in diff)
-            raise ValueError(f"experience iterator state was saved by a different pipeline ({shown}); "
+            shown = ", ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in diff)
+            hint = (" (a run resumes on another number of hosts only with data.host_sharding=rows)"
+                    if "process" in diff else "")
+            raise ValueError(f"experience iterator state was saved by a different pipeline ({shown}){hint}; "
                              f"resume with the same data, objective and batch settings, or start a new run")
         self._it.set_state(state["grain"])
-        self._c = json.loads(json.dumps(state["counters"]))
+        c = json.loads(json.dumps(state["counters"]))
+        if saved["process"][1] != now["process"][1]:  # per-host counts: rescaled to this host's share of rows
+            f = saved["process"][1] / now["process"][1]
+            c.update(rows=round(c["rows"] * f), tokens=round(c["tokens"] * f), target_tokens=c["target_tokens"] * f,
+                     examples=[round(x * f) for x in c["examples"]])
+        self._c = c
 
     def stats(self) -> dict:
         """Examples consumed, epochs, tokens, packing fill and dropped examples, per kind, so far."""

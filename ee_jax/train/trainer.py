@@ -110,7 +110,7 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
         saved.add(step)
 
     try:
-        end = min(t.steps, t.stop_after_steps) if t.stop_after_steps else t.steps
+        end = min(t.steps, start + t.stop_after_steps) if t.stop_after_steps else t.steps  # N more steps
         with StopSignals() as stop:
             for step in range(start, end):
                 if stop.signum is not None:
