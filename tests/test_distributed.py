@@ -8,8 +8,10 @@ steps (``ee-jax rl``) give one process's losses."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import portpicker
@@ -27,7 +29,8 @@ OVERRIDES = AGENT + [
 
 
 def _env(devices: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu",
+           "PYTHONFAULTHANDLER": "1"}
     return env
 
 
@@ -48,9 +51,26 @@ def _two_processes(args: list[str], run_dir: str, port: int, flags: tuple[str, .
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "ee_jax.cli.main", *args, *OVERRIDES, *dist, f"run_dir={run_dir}", "--no-progress",
              "--json", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(4)))
+    results = [None, None]
+
+    def wait(i):
+        results[i] = procs[i].communicate()
+
+    threads = [threading.Thread(target=wait, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    if any(t.is_alive() for t in threads):  # a hang: stop both, then show where each was (faulthandler)
+        for p in procs:
+            p.send_signal(signal.SIGABRT)
+        for t in threads:
+            t.join()
+        shown = [f"--- process {i} (rc {p.returncode}) stderr:\n{r[1][-6000:]}"
+                 for i, (p, r) in enumerate(zip(procs, results))]
+        raise AssertionError(f"{args[:3]} on two processes did not finish in 300 s:\n" + "\n".join(shown))
     outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
+    for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
         outs.append(json.loads(out.strip().splitlines()[-1]))
     return outs
@@ -150,3 +170,14 @@ def test_two_process_policy_exploration_and_self_reflection(tmp_path):
             with open(os.path.join(run, "data", name)) as f:
                 writers.add(json.load(f)["process"])
     assert writers == {0, 1}, outs
+
+
+def test_orbax_barriers_use_the_coordination_service():
+    """What initialize() switches on: Orbax's barriers on the coordination service (safe from its
+    async-save thread, with a timeout), not device collectives that can interleave with training's."""
+    from orbax.checkpoint._src.multihost import multihost
+
+    from ee_jax.parallel.distributed import use_orbax_coordination_barriers
+
+    use_orbax_coordination_barriers()
+    assert multihost.EXPERIMENTAL_ORBAX_USE_DISTRIBUTED_BARRIER.value is True

@@ -46,7 +46,24 @@ def initialize(cfg: DistributedConfig) -> bool:
         jax.distributed.initialize(**kwargs)
     except RuntimeError as e:
         raise RuntimeError(f"jax.distributed.initialize({kwargs}) failed: {e}") from e
+    use_orbax_coordination_barriers()
     return True
+
+
+def use_orbax_coordination_barriers() -> None:
+    """Make Orbax's barriers wait on the coordination service (with a timeout), not on a device collective.
+
+    Orbax's default barrier is ``sync_global_devices``, an all-device collective that its async-save
+    thread runs while the training loop issues its own collectives from the main thread; the two
+    threads' collectives can then be ordered differently on different hosts, and the job deadlocks
+    (seen as a rare hang of a 2-process run at its first checkpoint). The coordination-service barrier
+    is safe from background threads and fails after Orbax's timeout instead of hanging.
+    """
+    from absl import flags
+    from orbax.checkpoint._src.multihost import multihost  # noqa: F401  (defines the flag)
+
+    flag = flags.FLAGS["experimental_orbax_use_distributed_barrier"]
+    flag.value, flag.present = True, 1  # absl flags are not parsed here: mark this one as given
 
 
 def to_host(x) -> np.ndarray:
