@@ -1,5 +1,6 @@
 """``ee-jax run`` end to end on a tiny setting: every artifact, and report numbers that equal the logs."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -55,9 +56,19 @@ def test_every_artifact_exists(finished):
 
 
 def test_report_numbers_equal_the_episode_logs(finished):
+    from ee_jax.config import load_config
+    from ee_jax.models.accounting import param_count
+    from ee_jax.tokenizer import load_tokenizer
+
     run_dir, _ = finished
     with open(os.path.join(run_dir, "report.json")) as f:
         report = json.load(f)
+    # The parameters of the model trained: the scratch tokenizer's vocabulary, not the preset's.
+    cfg = load_config(os.path.join(run_dir, "config.yaml"))
+    tok_cfg = dataclasses.replace(cfg.tokenizer, path=os.path.join(run_dir, "tokenizer", "spm.model"))
+    vocab = load_tokenizer(tok_cfg).vocab_size
+    assert vocab != cfg.model.vocab_size
+    assert report["settings"]["model"]["params"] == param_count(dataclasses.replace(cfg.model, vocab_size=vocab))
     with open(os.path.join(run_dir, "report.md")) as f:
         text = f.read()
     checked = 0
@@ -88,6 +99,16 @@ def test_rerun_skips_finished_stages(finished):
     assert [os.stat(p).st_mtime_ns for p in evals] == stamps  # evaluations of unchanged checkpoints are kept
     strip = lambda res: {k: {x: y for x, y in v.items() if x != "skipped_training"} for k, v in res.items()}  # noqa: E731
     assert strip(again["results"]) == strip(first["results"])
+    # The time ledger keeps both invocations: totals are the first run's times plus the re-check's.
+    assert first["timings_total"] == pytest.approx(first["timings"], abs=0.01)
+    for stage, seconds in again["timings"].items():
+        assert again["timings_total"][stage] == pytest.approx(first["timings"][stage] + seconds, abs=0.01)
+    from ee_jax.pipeline.timings import read_timings
+
+    entries = read_timings(os.path.join(run_dir, "timings.jsonl"))
+    il = [e for e in entries if e["stage"] == "train_il"]
+    assert sorted(e["seed"] for e in il) == [0, 0, 1, 1]
+    assert [bool(e.get("skipped")) for e in il] == [False, False, True, True]  # the re-run only re-checked
 
 
 def test_export_cli_writes_what_transformers_loads(finished, tmp_path):

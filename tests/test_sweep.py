@@ -88,6 +88,15 @@ def test_two_size_sweep_runs_every_point_shares_data_and_reports(tmp_path):
     assert [os.stat(r).st_mtime_ns for r in records] == written
     status = json.loads((run / "sweep_status.json").read_text())
     assert set(status["points"]) == {"f1/ee-1m", "f1/ee-4m"}  # each finished point is on record
+    # Wall clock per point and per method from each point's time ledger, in the status and the table.
+    for size in SIZES:
+        stages = status["points"][f"f1/{size}"]["stage_seconds"]
+        for method in ("il", "sr"):
+            r = rows[(size, method)]
+            assert r["train_seconds"] == {"0": pytest.approx(stages[f"train_{method}"], abs=0.01)}
+            assert r["eval_seconds"] == {"0": pytest.approx(stages[f"eval_{method}"], abs=0.01)}
+            assert r["train_seconds"]["0"] > 0 and r["eval_seconds"]["0"] > 0
+    assert "train + eval time / seed" in text and " min |" in text
 
 
 def test_dry_run_and_launch_print_every_point_and_run_nothing(tmp_path):

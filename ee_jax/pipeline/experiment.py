@@ -8,6 +8,10 @@ Data are collected once (``seed``); every entry of ``recipe.seeds`` trains and e
 in ``RUN/seeds/S/`` (its own run directory; ``data`` and ``tokenizer`` link to the shared ones).
 Re-running the command skips what is finished with the same settings and resumes what was
 interrupted; changed settings are refused naming the keys (``--overwrite`` redoes them).
+
+Every stage's wall clock is appended to ``RUN/timings.jsonl`` (also when Ctrl-C or a preemption
+signal interrupts it), so the time a run took is known after it was resumed several times:
+``run_summary.json`` has this invocation's ``timings`` and the ledger's ``timings_total``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 import jax
 
 from ee_jax.config import Config, save_config
+from ee_jax.pipeline.timings import TIMINGS_FILE, append_timing, total_timings
 
 
 def _link(target: str, link: str) -> None:
@@ -106,12 +111,22 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
 
     memory: dict[str, dict[str, float]] = {}  # per stage: peak resident GB, and after release_memory
+    ledger = os.path.join(cfg.run_dir, TIMINGS_FILE)
 
-    def timed(name: str, fn, *a, **kw):
+    def timed(name: str, fn, *a, seed: int | None = None, **kw):
         start = time.perf_counter()
         reset_peak_memory()
-        out = fn(*a, **kw)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        out = None
+        finished = False
+        try:
+            out = fn(*a, **kw)
+            finished = True
+        finally:  # an interrupted stage's time is spent too: the ledger keeps it
+            seconds = time.perf_counter() - start
+            if jax.process_index() == 0:
+                append_timing(ledger, name, seconds, seed=seed, interrupted=not finished,
+                              skipped=isinstance(out, dict) and bool(out.get("skipped")))
+        timings[name] = timings.get(name, 0.0) + seconds
         peak = resident_memory_gb()[1]
         memory[name] = {"peak_gb": round(peak, 2), "after_gb": round(release_memory(), 2)}
         return out
@@ -130,24 +145,25 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         scfg = seed_config(cfg, seed)
         for method in [m for m in cfg.recipe.methods if m != "rl"]:
             record = timed(f"train_{method}", train_method, scfg, method, data_dir=data_dir, overwrite=overwrite,
-                           progress=progress)
+                           progress=progress, seed=seed)
             if record.get("stopped_at") is not None:  # time-boxed (train.stop_after_steps): resume by re-running
                 return {"run_dir": cfg.run_dir, "seconds": time.perf_counter() - t0, "timings": timings,
                         "stopped": {"seed": seed, **record}, "results": results,
                         "report": os.path.join(cfg.run_dir, "report.md"), "table": None}
             ev = timed(f"eval_{method}", evaluate_method, scfg, method, record["policy_stage"],
-                       force=not record.get("skipped"), progress=progress)
+                       force=not record.get("skipped"), progress=progress, seed=seed)
             results[f"{seed}/{method}"] = _result_row(record, ev)
         for start in rl_starts(cfg):  # RL continuation rows: the same hyperparameters from every start
             record = timed(f"train_{cfg.rl.algorithm}_from_{start}", train_rl, scfg, init=start, overwrite=overwrite,
-                           progress=progress)
+                           progress=progress, seed=seed)
             stage = record["policy_stage"]
             ev = timed(f"eval_{stage}", evaluate_method, scfg, stage, stage, force=not record.get("skipped"),
-                       progress=progress)
+                       progress=progress, seed=seed)
             results[f"{seed}/{stage}"] = _result_row(record, ev)
     report = build_report(cfg.run_dir) if jax.process_index() == 0 else {}
     summary = {"run_dir": cfg.run_dir, "seconds": time.perf_counter() - t0, "timings": timings,
-               "memory": memory, "collected": {s: sec.get("records") for s, sec in collected.items()},
+               "timings_total": total_timings(ledger), "memory": memory,
+               "collected": {s: sec.get("records") for s, sec in collected.items()},
                "results": results,
                "report": os.path.join(cfg.run_dir, "report.md")}
     if jax.process_index() == 0:

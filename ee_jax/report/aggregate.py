@@ -96,6 +96,9 @@ def _param_count(cfg: dict) -> int | None:
         return None
     fields = set(ModelConfig.__dataclass_fields__)
     kwargs = {k: v for k, v in model.items() if k in fields}
+    vocab = _get(cfg, "tokenizer.vocab_size")
+    if not _get(cfg, "tokenizer.path") and isinstance(vocab, int):
+        kwargs["vocab_size"] = vocab  # a scratch tokenizer sets the trained model's vocabulary, not the preset
     if isinstance(kwargs.get("rope_scaling"), dict):
         kwargs["rope_scaling"] = RopeScalingConfig(**kwargs["rope_scaling"])
     try:

@@ -65,20 +65,29 @@ def success_curves(rows: list[dict], split: str, x_key: str, x_label: str) -> by
     return _png(fig)
 
 
+def _times(row: dict) -> str:
+    train, ev = row.get("train_seconds_mean"), row.get("eval_seconds_mean")
+    if train is None or ev is None:
+        return "n/a"
+    return f"{train / 60:.1f} + {ev / 60:.1f} min"
+
+
 def render_markdown(report: dict) -> str:
     s, eff = report["sweep"], report["efficiency"]
     lines = [f"# Scaling: {report['title']}", "",
              f"Base config `{s['base']}`; sizes {', '.join(s['sizes'])}; methods {', '.join(s['methods'])}; "
              f"seeds {s['seeds']}; data fractions {s['data_fractions']}. Created {report['created']}.", "",
              "## Success by size and method", "",
-             "| data | size | params | method | updates | training FLOPs | test | ood |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| data | size | params | method | updates | training FLOPs | train + eval time / seed | test | ood |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['fraction']:g} | {r['size']} | {_human(r['params'])} | {method_name(r['method'])} | "
-                     f"{r['updates_mean']:.0f} | {_human(r['train_flops_mean'], 'FLOP')} | {_cell(r.get('test'))} | "
-                     f"{_cell(r.get('ood'))} |")
+                     f"{r['updates_mean']:.0f} | {_human(r['train_flops_mean'], 'FLOP')} | {_times(r)} | "
+                     f"{_cell(r.get('test'))} | {_cell(r.get('ood'))} |")
     lines += ["", "Success in %, mean ± std over seeds. Training FLOPs: updates x tokens per update x "
-              "closed-form FLOPs per token (forward + backward), mean over seeds.", "",
+              "closed-form FLOPs per token (forward + backward), mean over seeds. Time: wall clock of the "
+              "method's training and evaluation stages, summed over resumed invocations (the point's "
+              "`timings.jsonl`), mean over seeds; n/a for points run before the ledger existed.", "",
               f"## Parameter efficiency ({eff['split']} split, margin {100 * eff['margin']:g} points)", ""]
     for a in eff["answers"]:
         c = a["answer"]

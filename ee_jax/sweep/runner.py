@@ -75,9 +75,13 @@ def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = Fa
             atomic_write(status_path, json.dumps(status, indent=1) + "\n")
             return {**(build_scaling_report(sweep) if status["points"] else {}), "stopped": status["stopped"]}
         status.pop("stopped", None)
-        status["points"][point.name] = {"run_dir": point.run_dir, "seconds": time.perf_counter() - t0,
-                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                        "run_seconds": summary["seconds"]}
+        # Seconds add up over invocations (a re-run of a finished point only re-checks it); the point's
+        # own ledger (timings.jsonl, summed in stage_seconds) also has stages Ctrl-C or a preemption cut short.
+        prev = status["points"].get(point.name, {})
+        status["points"][point.name] = {
+            "run_dir": point.run_dir, "seconds": prev.get("seconds", 0.0) + time.perf_counter() - t0,
+            "finished": prev.get("finished") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "stage_seconds": summary.get("timings_total", {})}
         atomic_write(status_path, json.dumps(status, indent=1) + "\n")
     if sweep.planning:
         status["planning"] = planning_figures(sweep, points, status.get("planning", {}))
@@ -99,6 +103,7 @@ def planning_figures(sweep: SweepConfig, points: list[SweepPoint], done: dict) -
 
 def build_scaling_report(sweep: SweepConfig) -> dict:
     """Aggregate the points' reports (and planning figures, when measured) into the scaling report."""
+    from ee_jax.pipeline.timings import TIMINGS_FILE, read_timings
     from ee_jax.sweep.report import write_scaling_report
     from ee_jax.sweep.scaling import efficiency, point_rows, summarize
 
@@ -111,7 +116,8 @@ def build_scaling_report(sweep: SweepConfig) -> dict:
         with open(path, encoding="utf-8") as f:
             report = json.load(f)
         rows += point_rows({"fraction": point.fraction, "size": point.size}, report,
-                           load_config(os.path.join(point.run_dir, "config.yaml")))
+                           load_config(os.path.join(point.run_dir, "config.yaml")),
+                           read_timings(os.path.join(point.run_dir, TIMINGS_FILE)))
     if missing and not rows:
         raise FileNotFoundError(f"no point of the sweep in {sweep.run_dir} has a report yet (missing: "
                                 f"{', '.join(missing)}); run `ee-jax sweep` first")

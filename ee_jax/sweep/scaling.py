@@ -49,9 +49,11 @@ def paired_difference(a: dict[str, float], b: dict[str, float]) -> dict | None:
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "per_seed": dict(zip(seeds, d, strict=True))}
 
 
-def point_rows(point: dict, report: dict, cfg: Config) -> list[dict]:
-    """One row per method of one point: parameters, training FLOPs, success per split."""
+def point_rows(point: dict, report: dict, cfg: Config, timings: list[dict] | None = None) -> list[dict]:
+    """One row per method of one point: parameters, training FLOPs, success per split, and (from the
+    point's time ledger, when it has one) train and eval wall clock per seed."""
     from ee_jax.models.accounting import param_count, train_flops_per_token
+    from ee_jax.pipeline.timings import worked_seconds
 
     model = trained_model(cfg)
     per_update = tokens_per_update(cfg) * train_flops_per_token(model, cfg.train.seq_len)
@@ -62,7 +64,9 @@ def point_rows(point: dict, report: dict, cfg: Config) -> list[dict]:
         updates = report["training"].get(method, {}).get("updates", {}).get("per_seed", {})
         row = {"fraction": point["fraction"], "size": point["size"], "method": method,
                "params": param_count(model), "updates": updates,
-               "train_flops": {s: u * per_update for s, u in updates.items()}}
+               "train_flops": {s: u * per_update for s, u in updates.items()},
+               "train_seconds": worked_seconds(timings or [], f"train_{method}"),
+               "eval_seconds": worked_seconds(timings or [], f"eval_{method}")}
         for split, cell in report["results"][method].items():
             success = cell["success"]
             row[split] = {"per_seed": success["per_seed"], "mean": success["mean"], "std": success.get("std"),
@@ -111,5 +115,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     """Rows with the means a table or plot needs (success per split, training FLOPs)."""
     out = []
     for r in rows:
-        out.append({**r, "train_flops_mean": _mean(r["train_flops"]), "updates_mean": _mean(r["updates"])})
+        out.append({**r, "train_flops_mean": _mean(r["train_flops"]), "updates_mean": _mean(r["updates"]),
+                    "train_seconds_mean": _mean(r.get("train_seconds") or {}),
+                    "eval_seconds_mean": _mean(r.get("eval_seconds") or {})})
     return out
