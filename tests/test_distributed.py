@@ -42,6 +42,14 @@ def _cli(args: list[str], run_dir: str, devices: int = 8, flags: tuple[str, ...]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _stderr_excerpt(err: str) -> str:
+    """The first Python traceback (the cause; an abort's stack dump follows it and fills the tail) and the tail."""
+    start = err.find("Traceback (most recent call last)")
+    if start < 0 or start >= len(err) - 4000:
+        return err[-6000:]
+    return err[start:start + 4000] + "\n[...]\n" + err[-4000:]
+
+
 def _two_processes(args: list[str], run_dir: str, port: int, flags: tuple[str, ...] = ()) -> list[dict]:
     procs = []
     for pid in range(2):
@@ -69,11 +77,11 @@ def _two_processes(args: list[str], run_dir: str, port: int, flags: tuple[str, .
         shown = [f"--- process {i} (rc {p.returncode}) stderr:\n{r[1][-6000:]}"
                  for i, (p, r) in enumerate(zip(procs, results))]
         raise AssertionError(f"{args[:3]} on two processes did not finish in 300 s:\n" + "\n".join(shown))
-    outs = []
-    for p, (out, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
-        outs.append(json.loads(out.strip().splitlines()[-1]))
-    return outs
+    if any(p.returncode != 0 for p in procs):  # both logs: one process's failure is often the other's hang
+        raise AssertionError(f"{args[:3]} on two processes failed:\n" + "\n".join(
+            f"--- process {i} (rc {p.returncode}) stdout (its JSON line if it got that far):\n{r[0][-500:]}\n"
+            f"stderr:\n{_stderr_excerpt(r[1])}" for i, (p, r) in enumerate(zip(procs, results))))
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
 
 
 def _losses(run_dir: str) -> dict[int, float]:
