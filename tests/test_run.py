@@ -111,6 +111,30 @@ def test_rerun_skips_finished_stages(finished):
     assert [bool(e.get("skipped")) for e in il] == [False, False, True, True]  # the re-run only re-checked
 
 
+def test_results_without_checkpoints_or_data_resume_without_retraining(finished, tmp_path):
+    """A run copied without its checkpoints, data and tokenizer (what a sweep keeps of a finished point,
+    e.g. committed results resumed on a fresh machine): re-running collects the same data again and keeps
+    every training and evaluation instead of redoing them."""
+    import shutil
+
+    run_dir, first = finished
+    copy = str(tmp_path / "results-only")
+    shutil.copytree(run_dir, copy, symlinks=True, ignore=shutil.ignore_patterns("ckpt", "data", "tokenizer"))
+    for seed in ("0", "1"):  # the seed directories' links to the shared data and tokenizer come back dangling
+        for name in ("data", "tokenizer"):
+            os.symlink(os.path.join("..", "..", name), os.path.join(copy, "seeds", seed, name))
+    evals = [os.path.join(copy, "seeds", s, "eval", f"{m}.json") for s in ("0", "1") for m in ("il", "iwm", "sr")]
+    stamps = [os.stat(p).st_mtime_ns for p in evals]
+    again = _run(copy)
+    assert all(r["skipped_training"] for r in again["results"].values()), again["results"]
+    assert [os.stat(p).st_mtime_ns for p in evals] == stamps
+    strip = lambda res: {k: {x: y for x, y in v.items() if x != "skipped_training"} for k, v in res.items()}  # noqa: E731
+    assert strip(again["results"]) == strip(first["results"])
+    assert not any(os.path.exists(os.path.join(copy, "seeds", s, "ckpt")) for s in ("0", "1"))
+    with open(os.path.join(run_dir, "report.json")) as f, open(os.path.join(copy, "report.json")) as g:
+        assert json.load(f)["table"] == json.load(g)["table"]
+
+
 def test_export_cli_writes_what_transformers_loads(finished, tmp_path):
     """``ee-jax export RUN --stage il``: an HF directory whose logits equal the run's policy."""
     import jax.numpy as jnp

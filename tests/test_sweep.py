@@ -98,6 +98,31 @@ def test_two_size_sweep_runs_every_point_shares_data_and_reports(tmp_path):
             assert r["train_seconds"]["0"] > 0 and r["eval_seconds"]["0"] > 0
     assert "train + eval time / seed" in text and " min |" in text
 
+    # --export-results: the results without checkpoints or data; the report rebuilds from the copy, and
+    # the copy put back at run_dir (a fresh machine) resumes the sweep without retraining or re-evaluating.
+    exported = tmp_path / "exported"
+    info = _cli(path, "--export-results", str(exported))
+    assert sorted((p["name"], p["finished"]) for p in info["points"]) == [("f1/ee-1m", True), ("f1/ee-4m", True)]
+    left = {d for _, dirs, _ in os.walk(exported) for d in dirs}
+    assert not left & {"ckpt", "data", "tokenizer", "tb"}, left
+    assert 0 < info["bytes"] < 2e6
+    assert _cli(path, f"run_dir={exported}", "--report-only")["rows"] == out["rows"]
+    os.rename(run, tmp_path / "sweep-first-machine")
+    import shutil
+
+    shutil.copytree(exported, run, symlinks=True)
+    evals = [run / "f1" / size / "seeds" / "0" / "eval" / f"{m}.json" for size in SIZES for m in ("il", "sr")]
+    kept = [os.stat(p).st_mtime_ns for p in records + evals]
+    resumed = _cli(path)
+    assert [os.stat(p).st_mtime_ns for p in records + evals] == kept
+    assert not resumed["missing_points"]
+    timing = ("train_seconds", "eval_seconds", "train_seconds_mean", "eval_seconds_mean")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
+    assert strip(resumed["rows"]) == strip(out["rows"])
+    for a, b in zip(resumed["rows"], out["rows"], strict=True):  # + the resumed run's re-checks (seconds)
+        assert b["train_seconds"]["0"] <= a["train_seconds"]["0"] < b["train_seconds"]["0"] + 5
+    assert not any((run / "f1" / size / "seeds" / "0" / "ckpt").exists() for size in SIZES)
+
 
 def test_dry_run_and_launch_print_every_point_and_run_nothing(tmp_path):
     path = _sweep_file(tmp_path, data_fractions=[1.0, 0.5])

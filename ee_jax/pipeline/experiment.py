@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import jax
@@ -47,24 +48,35 @@ def seed_config(cfg: Config, seed: int) -> Config:
 
 
 def _eval_is_current(path: str, policy, cfg: Config) -> bool:
+    """Whether ``path`` evaluated ``policy`` (None: whichever checkpoint it was) with ``cfg.eval``."""
     if not os.path.exists(path):
         return False
     with open(path, encoding="utf-8") as f:
         old = json.load(f)
     settings = old.get("settings", {})
     same = all(settings.get(k) == v for k, v in dataclasses.asdict(cfg.eval).items())
-    return old.get("source") == policy.source and same and sorted(old.get("splits", {})) == sorted(cfg.eval.splits)
+    source_ok = policy is None or old.get("source") == policy.source  # None: no checkpoint to compare
+    return source_ok and same and sorted(old.get("splits", {})) == sorted(cfg.eval.splits)
 
 
 def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool = False,
                     progress: bool = True) -> dict:
     """Evaluate a trained method's selected checkpoint (skipped when its eval file is current and the
-    method was not retrained, ``force=False``)."""
-    from ee_jax.eval import evaluate_policy
-    from ee_jax.policy import load_policy
+    method was not retrained, ``force=False``).
 
-    policy = load_policy(cfg=cfg, stage=policy_stage)
+    A finished method whose checkpoints were removed (disk clean-up after a sweep point, or results
+    copied to a fresh machine without them) keeps its evaluation when the eval settings are unchanged:
+    there is nothing to re-evaluate, and its training record says it is done."""
+    from ee_jax.eval import evaluate_policy
+    from ee_jax.policy import checkpoint_stages, load_policy
+
     path = os.path.join(cfg.run_dir, "eval", f"{method}.json")
+    if not force and policy_stage not in checkpoint_stages(cfg.run_dir) and _eval_is_current(path, None, cfg):
+        print(f"{cfg.run_dir}: {method}'s checkpoint ({policy_stage}) is gone; keeping its evaluation {path}",
+              file=sys.stderr, flush=True)
+        with open(path, encoding="utf-8") as f:
+            return {**json.load(f), "skipped": True, "checkpoint_removed": True}
+    policy = load_policy(cfg=cfg, stage=policy_stage)
     if not force and _eval_is_current(path, policy, cfg):
         with open(path, encoding="utf-8") as f:
             return {**json.load(f), "skipped": True}
