@@ -82,23 +82,16 @@ def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = Fa
             "run_dir": point.run_dir, "seconds": prev.get("seconds", 0.0) + time.perf_counter() - t0,
             "finished": prev.get("finished") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "stage_seconds": summary.get("timings_total", {})}
-        atomic_write(status_path, json.dumps(status, indent=1) + "\n")
-    if sweep.planning:
-        status["planning"] = planning_figures(sweep, points, status.get("planning", {}))
+        # Planning figures of a size as soon as its point (at the first data fraction) is done, so a
+        # sweep stopped part-way already reports them for the sizes it finished; measured alone on the
+        # machine (points run one after another), kept once measured.
+        planning = status.setdefault("planning", {})
+        if sweep.planning and point.size not in planning and point.fraction == points[0].fraction:
+            from ee_jax.sweep.planning import size_figures
+
+            planning[point.size] = size_figures(cfg)
         atomic_write(status_path, json.dumps(status, indent=1) + "\n")
     return build_scaling_report(sweep)
-
-
-def planning_figures(sweep: SweepConfig, points: list[SweepPoint], done: dict) -> dict:
-    """Per size (at the first data fraction): the compiled train step's figures; sizes done are kept."""
-    from ee_jax.sweep.planning import size_figures
-
-    out = {}
-    for point in points:
-        if point.size in out:
-            continue
-        out[point.size] = done.get(point.size) or size_figures(point_config(sweep, point))
-    return out
 
 
 def build_scaling_report(sweep: SweepConfig) -> dict:
