@@ -180,6 +180,39 @@ def test_two_process_policy_exploration_and_self_reflection(tmp_path):
     assert writers == {0, 1}, outs
 
 
+def _barrier_workers(case: str, run_dir: str) -> list[dict]:
+    port = portpicker.pick_unused_port()
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "barrier_worker.py"), str(pid), str(port),
+                               run_dir, case], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(1))
+             for pid in range(2)]
+    outs = []
+    for pid, p in enumerate(procs):
+        try:
+            out, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError(f"barrier test {case!r}: process {pid} hung (the hosts met different "
+                                 "barriers)") from None
+        assert p.returncode == 0, f"process {pid}:\n{_stderr_excerpt(err)}"
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    return outs
+
+
+def test_tokenizer_barrier_is_met_by_a_host_that_finds_the_tokenizer_trained(tmp_path):
+    """A host that looks for the scratch tokenizer after process 0 wrote it still meets process 0 at the
+    tokenizer barrier (it used to skip it, leaving process 0's barrier to pair with its next collective)."""
+    outs = _barrier_workers("tokenizer", str(tmp_path / "run"))
+    assert [o["pid"] for o in outs] == [0, 1]
+    assert outs[0]["vocab"] == outs[1]["vocab"] == 300
+    assert outs[0]["gathered"] == outs[1]["gathered"] == [1, 2]
+
+
+def test_host_barrier_times_out_naming_the_barrier(tmp_path):
+    err = _barrier_workers("timeout", str(tmp_path / "run"))[0]["error"]
+    assert "ee_jax_test_lonely" in err and "within 2 s" in err and "distributed.barrier_timeout_s" in err, err
+
+
 def test_orbax_barriers_use_the_coordination_service():
     """What initialize() switches on: Orbax's barriers on the coordination service (safe from its
     async-save thread, with a timeout), not device collectives that can interleave with training's."""

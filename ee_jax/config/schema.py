@@ -80,6 +80,9 @@ class DistributedConfig:
     num_processes: int = 1
     process_id: int = 0
     initialization_timeout_s: int = 300
+    # How long a host waits at ee_jax's own barriers (end of a collection stage, scratch tokenizer)
+    # for the others: generous, since hosts finish their collection shards at different times.
+    barrier_timeout_s: int = 3600
 
 
 @dataclass

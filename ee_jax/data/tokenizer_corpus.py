@@ -70,24 +70,25 @@ def ensure_tokenizer(cfg: Config, data_dir: str | None = None, max_lines: int = 
         return load_tokenizer(cfg.tokenizer)
     folder = os.path.join(cfg.run_dir, "tokenizer")
     path = os.path.join(folder, "spm.model")
-    if not os.path.exists(path):
-        if jax.process_index() == 0:
-            data_dir = os.path.join(cfg.run_dir, "data") if data_dir is None else data_dir
-            lines = corpus_lines(data_dir, cfg.prompt, max_lines)
-            if not lines:
-                raise FileNotFoundError(f"{data_dir}: no experience records to train the tokenizer on (and "
-                                        f"tokenizer.path is empty); collect expert data first")
-            tmp = os.path.join(folder, f".spm.tmp{os.getpid()}")
-            try:
-                train_sentencepiece(lines, tmp, cfg.tokenizer.vocab_size, seed=cfg.seed)
-                if os.path.exists(tmp + ".vocab"):
-                    os.replace(tmp + ".vocab", os.path.join(folder, "spm.vocab"))
-                os.replace(tmp + ".model", path)  # the .model last: its presence means "done"
-            finally:
-                for leftover in glob.glob(tmp + ".*"):
-                    os.remove(leftover)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+    if not os.path.exists(path) and jax.process_index() == 0:
+        data_dir = os.path.join(cfg.run_dir, "data") if data_dir is None else data_dir
+        lines = corpus_lines(data_dir, cfg.prompt, max_lines)
+        if not lines:
+            raise FileNotFoundError(f"{data_dir}: no experience records to train the tokenizer on (and "
+                                    f"tokenizer.path is empty); collect expert data first")
+        tmp = os.path.join(folder, f".spm.tmp{os.getpid()}")
+        try:
+            train_sentencepiece(lines, tmp, cfg.tokenizer.vocab_size, seed=cfg.seed)
+            if os.path.exists(tmp + ".vocab"):
+                os.replace(tmp + ".vocab", os.path.join(folder, "spm.vocab"))
+            os.replace(tmp + ".model", path)  # the .model last: its presence means "done"
+        finally:
+            for leftover in glob.glob(tmp + ".*"):
+                os.remove(leftover)
+    # Every process, every call: whether spm.model existed when a host looked is not the same on every
+    # host (process 0 may have finished training it), so a barrier inside the branch above could be
+    # skipped by one host and waited at by another.
+    from ee_jax.parallel import host_barrier
 
-            multihost_utils.sync_global_devices("ee_jax_run_tokenizer")
+    host_barrier("ee_jax_run_tokenizer", cfg.distributed.barrier_timeout_s)
     return SentencePieceTokenizer(path)

@@ -131,7 +131,8 @@ def collect_expert(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         try:
             section = run_sharded_stage(data_dir, KIND, chunks, settings, work, overwrite=overwrite,
                                         progress=progress, desc=f"expert {cfg.env.name}",
-                                        unit_name="traj", extra={"skipped_lines": skipped})
+                                        unit_name="traj", extra={"skipped_lines": skipped},
+                                        barrier_timeout_s=cfg.distributed.barrier_timeout_s)
         finally:
             if pool is not None:
                 pool.close()

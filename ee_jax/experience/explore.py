@@ -243,7 +243,7 @@ def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
         chunks = [list(range(expert_shards[i]["counters"]["trajectories"])) for i in sorted(expert_shards)]
         section = run_sharded_stage(data_dir, KIND, chunks, settings, work, overwrite=overwrite,
                                     progress=progress, desc=f"explore {cfg.env.name}", unit_name="traj",
-                                    postfix=timer.postfix)
+                                    postfix=timer.postfix, barrier_timeout_s=cfg.distributed.barrier_timeout_s)
     finally:
         env.close()
         if pool is not None:

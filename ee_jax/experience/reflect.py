@@ -93,4 +93,5 @@ def collect_reflect(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
 
     chunks = [list(range(shards[i]["counters"]["states"])) for i in sorted(shards)]
     return run_sharded_stage(data_dir, KIND, chunks, settings, work, overwrite=overwrite, progress=progress,
-                             desc=f"reflect ({generator.name})", unit_name="state")
+                             desc=f"reflect ({generator.name})", unit_name="state",
+                             barrier_timeout_s=cfg.distributed.barrier_timeout_s)

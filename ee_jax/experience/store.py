@@ -179,7 +179,8 @@ def chunk_units(units: Sequence[Any], per_shard: int, key: Callable[[Any], Any] 
 def run_sharded_stage(data_dir: str, kind: str, chunks: Sequence[Sequence[Any]], settings: dict,
                       work: Callable[[list, int], tuple[list[dict], dict]], *, overwrite: bool = False,
                       progress: bool = True, desc: str | None = None, unit_name: str = "unit",
-                      postfix: Callable[[], dict] | None = None, extra: dict | None = None) -> dict:
+                      postfix: Callable[[], dict] | None = None, extra: dict | None = None,
+                      barrier_timeout_s: float = 3600.0) -> dict:
     """Run ``work(chunks[i], i) -> (records, counters)`` for every unfinished shard ``i`` of ``kind``.
 
     ``settings`` (JSON) identifies what the stage computes; shards finished under other settings are
@@ -238,11 +239,11 @@ def run_sharded_stage(data_dir: str, kind: str, chunks: Sequence[Sequence[Any]],
         bar.close()
     if nproc == 1:
         return write_manifest_section(data_dir, kind, settings, n_shards, extra)
-    from jax.experimental import multihost_utils
+    from ee_jax.parallel import host_barrier
 
-    multihost_utils.sync_global_devices(f"ee_jax_stage_{kind}_shards")  # every shard is written
+    host_barrier(f"ee_jax_stage_{kind}_shards", barrier_timeout_s)  # every shard is written
     section = write_manifest_section(data_dir, kind, settings, n_shards, extra) if pid == 0 else {}
-    multihost_utils.sync_global_devices(f"ee_jax_stage_{kind}_manifest")  # the next stage may read it
+    host_barrier(f"ee_jax_stage_{kind}_manifest", barrier_timeout_s)  # the next stage may read it
     return section
 
 

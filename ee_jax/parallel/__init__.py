@@ -1,5 +1,6 @@
 """Meshes, the logical-axis rules table and multi-host start-up."""
 
+from ee_jax.parallel.distributed import host_barrier
 from ee_jax.parallel.distributed import initialize as initialize_distributed
 from ee_jax.parallel.mesh import make_mesh, single_device_mesh
 from ee_jax.parallel.rules import (
@@ -12,6 +13,6 @@ from ee_jax.parallel.rules import (
 )
 
 __all__ = [
-    "LOGICAL_AXIS_RULES", "MESH_AXES", "constrain", "initialize_distributed", "logical_sharding",
+    "LOGICAL_AXIS_RULES", "MESH_AXES", "constrain", "host_barrier", "initialize_distributed", "logical_sharding",
     "logical_to_spec", "make_mesh", "single_device_mesh", "use_mesh",
 ]

@@ -50,6 +50,33 @@ def initialize(cfg: DistributedConfig) -> bool:
     return True
 
 
+def host_barrier(name: str, timeout_s: float) -> None:
+    """Wait until every process reaches barrier ``name`` (nothing to wait for on one process).
+
+    On the coordination service, not a device collective: it runs no XLA program (so it cannot pair
+    up with another collective on a host that skipped it), and a host that never arrives (crashed,
+    stuck) is an error after ``timeout_s`` naming the barrier, instead of a hang. Every process must
+    call the same barriers in the same order; a name may be reused (the service counts its uses).
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is None:  # several processes without jax.distributed (not a configuration ee_jax makes)
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+        return
+    try:
+        client.wait_at_barrier(name, int(timeout_s * 1000))
+    except Exception as e:  # JaxRuntimeError: DEADLINE_EXCEEDED naming the tasks that did not arrive
+        raise TimeoutError(
+            f"process {jax.process_index()}: not every process reached barrier {name!r} within {timeout_s:g} s "
+            f"(distributed.barrier_timeout_s): another host failed or is far behind; see its log. "
+            f"Coordination service: {str(e).strip()[:800]}") from e
+
+
 def use_orbax_coordination_barriers() -> None:
     """Make Orbax's barriers wait on the coordination service (with a timeout), not on a device collective.
 

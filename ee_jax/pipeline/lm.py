@@ -18,7 +18,7 @@ from ee_jax.config import Config, load_config, save_config
 from ee_jax.data import lm_batches, pack_windows, read_corpus, synthetic_corpus
 from ee_jax.models.factory import abstract_model
 from ee_jax.models.sampler import Sampler
-from ee_jax.parallel import initialize_distributed, make_mesh
+from ee_jax.parallel import host_barrier, initialize_distributed, make_mesh
 from ee_jax.runinfo import run_info
 from ee_jax.tokenizer import SentencePieceTokenizer, train_sentencepiece
 from ee_jax.train import abstract_state, fit, make_batch, make_optimizer
@@ -35,13 +35,10 @@ def prepare_tokenizer(cfg: Config, lines: list[str]) -> SentencePieceTokenizer:
     if cfg.tokenizer.path:
         return SentencePieceTokenizer(cfg.tokenizer.path)
     path = os.path.join(cfg.run_dir, "tokenizer", "spm.model")
-    if not os.path.exists(path):
-        if jax.process_index() == 0:
-            train_sentencepiece(lines, path[: -len(".model")], cfg.tokenizer.vocab_size, seed=cfg.seed)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("ee_jax_tokenizer_trained")
+    if not os.path.exists(path) and jax.process_index() == 0:
+        train_sentencepiece(lines, path[: -len(".model")], cfg.tokenizer.vocab_size, seed=cfg.seed)
+    # every process, every call (whether the file existed differs between hosts; see ensure_tokenizer)
+    host_barrier("ee_jax_tokenizer_trained", cfg.distributed.barrier_timeout_s)
     return SentencePieceTokenizer(path)
 
 
