@@ -91,6 +91,7 @@ def test_two_size_sweep_runs_every_point_shares_data_and_reports(tmp_path):
     # Wall clock per point and per method from each point's time ledger, in the status and the table.
     for size in SIZES:
         stages = status["points"][f"f1/{size}"]["stage_seconds"]
+        assert status["points"][f"f1/{size}"]["seconds"] >= sum(stages.values()) > 0
         for method in ("il", "sr"):
             r = rows[(size, method)]
             assert r["train_seconds"] == {"0": pytest.approx(stages[f"train_{method}"], abs=0.01)}

@@ -75,13 +75,16 @@ def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = Fa
             atomic_write(status_path, json.dumps(status, indent=1) + "\n")
             return {**(build_scaling_report(sweep) if status["points"] else {}), "stopped": status["stopped"]}
         status.pop("stopped", None)
-        # Seconds add up over invocations (a re-run of a finished point only re-checks it); the point's
-        # own ledger (timings.jsonl, summed in stage_seconds) also has stages Ctrl-C or a preemption cut short.
+        # Seconds: the point's own ledger (timings.jsonl, per stage in stage_seconds) holds every stage
+        # invocation, those that Ctrl-C or a preemption cut short included (an interrupted sweep never
+        # gets here); this invocation's wall clock when larger (time between stages, the report).
         prev = status["points"].get(point.name, {})
+        stage_seconds = summary.get("timings_total", {})
         status["points"][point.name] = {
-            "run_dir": point.run_dir, "seconds": prev.get("seconds", 0.0) + time.perf_counter() - t0,
+            "run_dir": point.run_dir,
+            "seconds": round(max(sum(stage_seconds.values()), prev.get("seconds", 0.0) + time.perf_counter() - t0), 3),
             "finished": prev.get("finished") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "stage_seconds": summary.get("timings_total", {})}
+            "stage_seconds": stage_seconds}
         # Planning figures of a size as soon as its point (at the first data fraction) is done, so a
         # sweep stopped part-way already reports them for the sizes it finished; measured alone on the
         # machine (points run one after another), kept once measured.
