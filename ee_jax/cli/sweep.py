@@ -59,7 +59,7 @@ def cmd_sweep(args) -> None:
         out = export_results(sweep, args.export_results)
         done = sum(p["finished"] for p in out["points"])
         _emit(args, f"{len(out['points'])} point(s) ({done} finished) exported to {out['out_dir']} "
-              f"({out['bytes'] / 1e6:.1f} MB, no checkpoints or data); resume from it by copying it to "
+              f"({out['bytes'] / 1e6:.1f} MB, no checkpoints); resume from it by copying it to "
               f"{sweep.run_dir} and running the sweep again", out)
         return
     if args.report_only:
@@ -82,8 +82,8 @@ def add_parser(sub) -> None:
     p.add_argument("config", nargs="*", help="SWEEP.yaml [key=value ...], e.g. 'seeds=[0]' 'sizes=[ee-1m,ee-4m]'")
     p.add_argument("--report-only", action="store_true", help="only (re)build the scaling report from the points")
     p.add_argument("--export-results", metavar="DIR", default=None,
-                   help="copy the sweep's results (configs, ledgers, evaluations, episode logs, reports; no "
-                        "checkpoints or data) to DIR: to commit, or to resume the sweep on another machine")
+                   help="copy the sweep's results (configs, ledgers, evaluations, episode logs, reports, the "
+                        "collected data; no checkpoints) to DIR: to commit, or to resume the sweep elsewhere")
     p.add_argument("--launch", choices=("slurm", "tpu"), default=None,
                    help="hand each point to launch/slurm.py or launch/tpu.py instead of running here")
     p.add_argument("--launch-args", default="", help="options for the launcher, e.g. '--nodes 2 --partition gpu'")

@@ -1,14 +1,16 @@
-"""``ee-jax sweep SWEEP.yaml --export-results DIR``: a sweep's results without checkpoints or data.
+"""``ee-jax sweep SWEEP.yaml --export-results DIR``: a sweep's results without its checkpoints.
 
 What is kept of every point (finished or not): resolved configs, the time ledger, training records and
-settings, metrics, evaluation summaries and their episode logs, the point's report; and of the sweep its
-spec, status and scaling report. Checkpoints, collected data, tokenizers and TensorBoard files are left
-out (they are what makes a sweep large; collection is deterministic by seed and comes back on resume).
+settings, metrics, evaluation summaries and their episode logs, the point's report; the collected data
+and tokenizers the points trained on (shared by the sizes, ``RUN/f*/data``; small next to checkpoints);
+and of the sweep its spec, status and scaling report. Checkpoints and TensorBoard files are left out.
 
 The copy has the layout of the sweep's ``run_dir``, so it serves twice: the scaling report can be rebuilt
 from it (``ee-jax sweep SWEEP.yaml run_dir=DIR --report-only``), and a sweep interrupted on one machine
 resumes on another once the copy is back at ``run_dir``: finished trainings and evaluations are kept
-(a method whose checkpoint is gone keeps its evaluation), only unfinished work runs again.
+(a method whose checkpoint is gone keeps its evaluation), only unfinished work runs again, on the same
+data (not every environment's collection repeats exactly: TextWorldExpress's gold paths vary between
+generations, so a fresh collection would be refused by the training records' data hashes).
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import shutil
 
 from ee_jax.sweep.spec import SweepConfig, sweep_points
 
-LEFT_OUT = ("ckpt", "data", "tokenizer", "tb")
+LEFT_OUT = ("ckpt", "tb")
 SWEEP_FILES = ("sweep.json", "sweep_status.json", "scaling.md", "scaling.json")
 
 
 def export_results(sweep: SweepConfig, out_dir: str) -> dict:
-    """Copy the results of ``sweep`` to ``out_dir``: a new folder, or an earlier export, which is replaced as
-    a whole once the copy is complete."""
+    """Copy the results of ``sweep`` (no checkpoints) to ``out_dir``: a new folder, or an earlier export,
+    which is replaced as a whole once the copy is complete."""
     if not os.path.isdir(sweep.run_dir):
         raise FileNotFoundError(f"sweep run_dir {sweep.run_dir!r} does not exist: nothing to export")
     if os.path.realpath(out_dir) == os.path.realpath(sweep.run_dir):
@@ -46,6 +48,11 @@ def export_results(sweep: SweepConfig, out_dir: str) -> dict:
                         ignore=shutil.ignore_patterns(*LEFT_OUT))
         points.append({"name": point.name, "path": rel,
                        "finished": os.path.exists(os.path.join(point.run_dir, "report.json"))})
+    for fraction in sorted({p.fraction for p in sweep_points(sweep)}):  # the sizes' shared collection
+        for name in ("data", "tokenizer"):
+            src = os.path.join(sweep.run_dir, f"f{fraction:g}", name)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(tmp, f"f{fraction:g}", name), symlinks=True)
     for name in SWEEP_FILES:
         src = os.path.join(sweep.run_dir, name)
         if os.path.exists(src):
