@@ -59,6 +59,14 @@ def _eval_is_current(path: str, policy, cfg: Config) -> bool:
     return source_ok and same and sorted(old.get("splits", {})) == sorted(cfg.eval.splits)
 
 
+def _evaluable(cfg: Config, method: str, policy_stage: str) -> bool:
+    """Whether a trained method can be (or was) evaluated: its checkpoint is there, or its evaluation is."""
+    from ee_jax.policy import checkpoint_stages
+
+    return (policy_stage in checkpoint_stages(cfg.run_dir)
+            or _eval_is_current(os.path.join(cfg.run_dir, "eval", f"{method}.json"), None, cfg))
+
+
 def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool = False,
                     progress: bool = True) -> dict:
     """Evaluate a trained method's selected checkpoint (skipped when its eval file is current and the
@@ -158,6 +166,11 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         for method in [m for m in cfg.recipe.methods if m != "rl"]:
             record = timed(f"train_{method}", train_method, scfg, method, data_dir=data_dir, overwrite=overwrite,
                            progress=progress, seed=seed)
+            if record.get("skipped") and not _evaluable(scfg, method, record["policy_stage"]):
+                # trained, but its checkpoint is gone (results copied without checkpoints) before it was
+                # evaluated: nothing to evaluate, so this one method is trained again
+                record = timed(f"train_{method}", train_method, scfg, method, data_dir=data_dir, overwrite=True,
+                               progress=progress, seed=seed)
             if record.get("stopped_at") is not None:  # time-boxed (train.stop_after_steps): resume by re-running
                 return {"run_dir": cfg.run_dir, "seconds": time.perf_counter() - t0, "timings": timings,
                         "stopped": {"seed": seed, **record}, "results": results,
