@@ -86,17 +86,21 @@ def _stage_model(cfg: Config, saved: set[str], where: str) -> Config:
                      "the run's LoRA settings (model.lora_rank, model.lora_alpha, model.lora_targets)")
 
 
-def checkpoint_stages(run_dir: str) -> list[str]:
-    """Stages of ``run_dir`` that have at least one finished checkpoint."""
+def has_checkpoint(run_dir: str, stage: str) -> bool:
+    """Whether stage ``stage`` of ``run_dir`` has at least one finished checkpoint."""
     from ee_jax.checkpoint import Checkpointer
 
+    path = os.path.join(run_dir, "ckpt", stage)
+    if not os.path.isdir(path):
+        return False
+    with Checkpointer(path, async_save=False) as ck:
+        return ck.latest_step() is not None
+
+
+def checkpoint_stages(run_dir: str) -> list[str]:
+    """Stages of ``run_dir`` that have at least one finished checkpoint."""
     root = os.path.join(run_dir, "ckpt")
-    stages = []
-    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        with Checkpointer(os.path.join(root, name), async_save=False) as ck:
-            if ck.latest_step() is not None:
-                stages.append(name)
-    return stages
+    return [name for name in (sorted(os.listdir(root)) if os.path.isdir(root) else []) if has_checkpoint(run_dir, name)]
 
 
 def run_policy(cfg: Config, stage: str = "") -> Policy:

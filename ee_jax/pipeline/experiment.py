@@ -61,10 +61,10 @@ def _eval_is_current(path: str, policy, cfg: Config) -> bool:
 
 def _evaluable(cfg: Config, method: str, policy_stage: str) -> bool:
     """Whether a trained method can be (or was) evaluated: its checkpoint is there, or its evaluation is."""
-    from ee_jax.policy import checkpoint_stages
+    from ee_jax.policy import has_checkpoint
 
-    return (policy_stage in checkpoint_stages(cfg.run_dir)
-            or _eval_is_current(os.path.join(cfg.run_dir, "eval", f"{method}.json"), None, cfg))
+    return (_eval_is_current(os.path.join(cfg.run_dir, "eval", f"{method}.json"), None, cfg)
+            or has_checkpoint(cfg.run_dir, policy_stage))
 
 
 def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool = False,
@@ -76,10 +76,10 @@ def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool 
     copied to a fresh machine without them) keeps its evaluation when the eval settings are unchanged:
     there is nothing to re-evaluate, and its training record says it is done."""
     from ee_jax.eval import evaluate_policy
-    from ee_jax.policy import checkpoint_stages, load_policy
+    from ee_jax.policy import has_checkpoint, load_policy
 
     path = os.path.join(cfg.run_dir, "eval", f"{method}.json")
-    if not force and policy_stage not in checkpoint_stages(cfg.run_dir) and _eval_is_current(path, None, cfg):
+    if not force and _eval_is_current(path, None, cfg) and not has_checkpoint(cfg.run_dir, policy_stage):
         print(f"{cfg.run_dir}: {method}'s checkpoint ({policy_stage}) is gone; keeping its evaluation {path}",
               file=sys.stderr, flush=True)
         with open(path, encoding="utf-8") as f:

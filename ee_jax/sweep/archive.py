@@ -37,8 +37,8 @@ def export_results(sweep: SweepConfig, out_dir: str) -> dict:
     tmp = out_dir.rstrip("/") + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    points = []
-    for point in sweep_points(sweep):
+    points, all_points = [], sweep_points(sweep)
+    for point in all_points:
         if not os.path.exists(os.path.join(point.run_dir, "config.yaml")):
             continue  # never started
         rel = os.path.relpath(point.run_dir, sweep.run_dir)
@@ -48,7 +48,7 @@ def export_results(sweep: SweepConfig, out_dir: str) -> dict:
                         ignore=shutil.ignore_patterns(*LEFT_OUT))
         points.append({"name": point.name, "path": rel,
                        "finished": os.path.exists(os.path.join(point.run_dir, "report.json"))})
-    for fraction in sorted({p.fraction for p in sweep_points(sweep)}):  # the sizes' shared collection
+    for fraction in sorted({p.fraction for p in all_points}):  # the sizes' shared collection
         for name in ("data", "tokenizer"):
             src = os.path.join(sweep.run_dir, f"f{fraction:g}", name)
             if os.path.isdir(src):
