@@ -117,6 +117,35 @@ def test_stored_gold_replays_in_a_new_jvm(env, tasks):
         other.close()
 
 
+def test_searched_expert_is_reproducible_and_shortest(env, tasks):
+    from ee_jax.envs.adapters.twx import SEARCH_GAMES
+
+    searched = [t for ts in tasks.values() for t in ts if t.param("game") in SEARCH_GAMES]
+    assert len(searched) == 12 and {t.param("expert") for t in searched} == {"search"}
+    assert {t.param("expert") for ts in tasks.values() for t in ts if t not in searched} == {"twx"}
+    other = make_env("twx")  # another JVM: TWX's own gold would differ here on most coin tasks
+    twx_gold = make_env("twx", expert="twx")
+    try:
+        assert [other.get_task(t.id).gold for t in searched] == [t.gold for t in searched]
+        for t in searched:  # TWX's random-walk gold is never shorter than the search's path
+            assert len(twx_gold.get_task(t.id).gold) >= len(t.gold), t.id
+            assert twx_gold.get_task(t.id).param("expert") == "twx"
+    finally:
+        other.close()
+        twx_gold.close()
+    # over the state budget the search gives way to TWX's gold (recorded in the task)
+    far = next(t for t in searched if t.param("game") == "coin" and len(t.gold) > 1)
+    tight = make_env("twx", games="coin", search_states=1)
+    try:
+        fallback = tight.get_task(far.id)
+        assert fallback.param("expert") == "twx" and run_oracle(tight, fallback).won
+    finally:
+        tight.close()
+    for bad, match in (({"expert": "bfs"}, "expert='bfs'"), ({"search_states": 0}, "search_states=0")):
+        with pytest.raises(EnvError, match=match):
+            make_env("twx", **bad)
+
+
 def test_invalid_action_changes_nothing(env, tasks):
     t = tasks["train"][0]  # cookingworld
     env.reset(t)

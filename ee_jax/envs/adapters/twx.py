@@ -19,10 +19,17 @@ arithmetic, sorting and peckingorder have no parameters, so their difficulties a
 
 **Tasks** ``GAME-SPLIT-dD-K`` (e.g. ``cookingworld-train-d1-5``): ``make_tasks`` deals global indices
 round-robin over the ``games`` option (index ``j`` is game ``games[j % G]``, per-game index
-``j // G``). The gold path is generated when the task is made and stored in ``task.gold``:
-TWX gold generation is not reproducible (coin gives another path on most calls), so it must never be
-regenerated. We generate it ``gold_tries`` times, drop its no-op "Unknown action" steps, check by
-replay that it wins, and keep the shortest.
+``j // G``). The expert path is made when the task is made and stored in ``task.gold``.
+
+**Expert.** TWX's gold agents for coin, mapreader, twc and cookingworld walk at random with an
+unseeded generator, so TWX's gold path differs between generations (coin gives another path on most
+calls). With ``expert="search"`` (default) coin, mapreader and twc get the shortest winning path by
+breadth-first search over replays (``twx_search``; deterministic, at most ``search_states`` states);
+the other games' TWX gold is already the same on every call (arithmetic, sorting, simonsays,
+peckingorder follow the game's own instructions) or too costly to search (cookingworld). Where TWX gold
+is used (those games, a search over budget, or ``expert="twx"``), we generate it ``gold_tries`` times,
+drop its no-op "Unknown action" steps, check by replay that it wins, and keep the shortest; it must then
+never be regenerated. ``task.param("expert")`` says which (``search`` or ``twx``).
 
 **Episodes** follow TWX exactly: the observation is TWX's text, ``admissible_actions()`` its
 ``validActions`` in TWX's order; an action outside that list gets TWX's "Unknown action" reply and
@@ -40,6 +47,7 @@ import re
 from typing import Any
 
 from ee_jax.envs.adapters.java import JavaServer, keep_episode
+from ee_jax.envs.adapters.twx_search import shortest_winning_path
 from ee_jax.envs.base import Env, EnvError, Task, check_split, task_seed
 
 GAMES = ("cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting", "simonsays", "peckingorder")
@@ -70,6 +78,9 @@ PRESETS: dict[str, dict[int, dict[str, tuple[int, int]]]] = {
 }
 """game -> difficulty -> gameParams key -> inclusive (low, high) range."""
 
+SEARCH_GAMES = ("coin", "mapreader", "twc")
+"""Games whose expert is searched (TWX's gold is a random walk there, and their states are few)."""
+
 DOOR_GAMES = ("cookingworld", "coin")
 """Games whose TWX test fold has no new vocabulary; their ``ood`` tasks add doors instead."""
 
@@ -91,8 +102,10 @@ def game_params(game: str, split: str, difficulty: int, index: int) -> str:
 class TextWorldExpressEnv(Env):
     """TextWorldExpress games behind the ``Env`` protocol (see the module docstring).
 
-    Options: ``games`` (a name or list; default all 8), ``gold_tries`` (gold paths generated per task,
-    the shortest winning one is kept; default 3), ``java_heap_mb`` (JVM heap limit; default 512).
+    Options: ``games`` (a name or list; default all 8), ``expert`` (``search``, default: searched
+    shortest paths for ``SEARCH_GAMES``; ``twx``: TWX's gold everywhere), ``search_states`` (the search's
+    state budget; default 500), ``gold_tries`` (TWX gold paths generated per task, the shortest winning
+    one is kept; default 3), ``java_heap_mb`` (JVM heap limit; default 512).
     """
 
     name = "twx"
@@ -105,7 +118,8 @@ class TextWorldExpressEnv(Env):
     default_max_steps = 150
 
     def __init__(self, max_steps: int | None = None, games: str | list[str] | tuple[str, ...] | None = None,
-                 gold_tries: int = 3, java_heap_mb: int = 512, **options: Any):
+                 expert: str = "search", search_states: int = 500, gold_tries: int = 3, java_heap_mb: int = 512,
+                 **options: Any):
         super().__init__(max_steps=max_steps, **options)
         games = list(GAMES) if games is None else [games] if isinstance(games, str) else list(games)
         unknown = [g for g in games if g not in GAMES]
@@ -113,7 +127,13 @@ class TextWorldExpressEnv(Env):
             raise EnvError(f"twx: unknown game(s) {unknown}; expected a non-empty list from {list(GAMES)}")
         if int(gold_tries) < 1:
             raise EnvError(f"twx: gold_tries={gold_tries} must be >= 1")
+        if expert not in ("search", "twx"):
+            raise EnvError(f"twx: expert={expert!r}; expected 'search' (reproducible) or 'twx' (TWX's own gold)")
+        if int(search_states) < 1:
+            raise EnvError(f"twx: search_states={search_states} must be >= 1")
         self.games = games
+        self.expert = expert
+        self.search_states = int(search_states)
         self.gold_tries = int(gold_tries)
         try:  # the package is optional: import on use
             from textworld_express.constants import JAR_PATH
@@ -150,19 +170,31 @@ class TextWorldExpressEnv(Env):
         params = game_params(game, split, difficulty, index)
         self._load(game, params)
         srv = self.java.server
+        srv.generateNewGameJSON(seed, fold, False)
+        goal = str(srv.getTaskDescription()).strip()
+        gold = None
+        if self.expert == "search" and game in SEARCH_GAMES:
+            gold = shortest_winning_path(srv, seed, fold, self.search_states)
+        expert = "search" if gold is not None else "twx"
+        if gold is None:
+            gold = self._twx_gold(game, seed, fold, params)
+        return Task(env=self.name, id=f"{game}-{split}-d{difficulty}-{index}", split=split, seed=seed, goal=goal,
+                    difficulty=difficulty, gold=gold,
+                    params=(("expert", expert), ("fold", fold), ("game", game), ("game_params", params),
+                            ("seed", seed)))
+
+    def _twx_gold(self, game: str, seed: int, fold: str, params: str) -> tuple[str, ...]:
+        """The shortest winning one of ``gold_tries`` TWX gold paths (cleaned by ``_clean_gold``)."""
+        srv = self.java.server
         candidates = []
         for _ in range(self.gold_tries):
             srv.generateNewGameJSON(seed, fold, True)
             candidates.append(tuple(srv.getGoldActionSequence()))
-        goal = str(srv.getTaskDescription()).strip()
         winning = [g for g in (self._clean_gold(seed, fold, c) for c in candidates) if g is not None]
         if not winning:
             raise EnvError(f"twx: no generated gold path wins {game} seed {seed} ({fold} fold, {params}); "
                            f"lengths {[len(g) for g in candidates]}")
-        gold = min(winning, key=len)  # the first generated among the shortest
-        return Task(env=self.name, id=f"{game}-{split}-d{difficulty}-{index}", split=split, seed=seed, goal=goal,
-                    difficulty=difficulty, gold=gold,
-                    params=(("fold", fold), ("game", game), ("game_params", params), ("seed", seed)))
+        return min(winning, key=len)  # the first generated among the shortest
 
     def _clean_gold(self, seed: int, fold: str, gold: tuple[str, ...]) -> tuple[str, ...] | None:
         """Replay ``gold``; drop its "Unknown action" steps (TWX's gold sometimes re-opens an open
