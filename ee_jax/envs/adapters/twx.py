@@ -172,16 +172,13 @@ class TextWorldExpressEnv(Env):
         srv = self.java.server
         srv.generateNewGameJSON(seed, fold, False)
         goal = str(srv.getTaskDescription()).strip()
-        gold = None
-        if self.expert == "search" and game in SEARCH_GAMES:
-            gold = shortest_winning_path(srv, seed, fold, self.search_states)
-        expert = "search" if gold is not None else "twx"
-        if gold is None:
-            gold = self._twx_gold(game, seed, fold, params)
+        searched = (shortest_winning_path(srv, seed, fold, self.search_states)
+                    if self.expert == "search" and game in SEARCH_GAMES else None)
+        gold = searched if searched is not None else self._twx_gold(game, seed, fold, params)
         return Task(env=self.name, id=f"{game}-{split}-d{difficulty}-{index}", split=split, seed=seed, goal=goal,
                     difficulty=difficulty, gold=gold,
-                    params=(("expert", expert), ("fold", fold), ("game", game), ("game_params", params),
-                            ("seed", seed)))
+                    params=(("expert", "twx" if searched is None else "search"), ("fold", fold), ("game", game),
+                            ("game_params", params), ("seed", seed)))
 
     def _twx_gold(self, game: str, seed: int, fold: str, params: str) -> tuple[str, ...]:
         """The shortest winning one of ``gold_tries`` TWX gold paths (cleaned by ``_clean_gold``)."""
