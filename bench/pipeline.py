@@ -163,7 +163,7 @@ def main(argv=None) -> dict:
     over = [f"run_dir={run_dir}", f"model.preset={args.preset}", f"train.seq_len={args.seq}",
             f"train.batch_size={args.batch}", f"data.packing={not args.no_packing}",
             f"experience.tasks.train={args.tasks}", "experience.tasks.valid=0", f"experience.explore.k={args.k}",
-            f"experience.tasks_per_shard={args.tasks_per_shard}", "experience.reflect.generator=template",
+            f"experience.tasks_per_shard={args.tasks_per_shard}", "experience.reflect.generator=grounded",
             ] + list(args.override)
     cfg = load_config(None, over)
     out: dict = {"bench": "pipeline", "seq": args.seq, "batch": args.batch, "packing": cfg.data.packing,

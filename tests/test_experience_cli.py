@@ -23,8 +23,8 @@ def _check_store(run_dir, out, k):
     assert len(trans) == len(experts) + out["explore"]["counters"]["branches"]
     assert sum(t["is_expert"] for t in trans) == len(experts)
     assert out["explore"]["counters"]["branches"] <= k * len(experts)
-    assert len(refl) == len(experts) and all(r["generator"] == "template" for r in refl)
-    assert out["reflect"]["counters"]["verdict"]["kept"] == len(refl)  # template rationales pass every filter
+    assert len(refl) == len(experts) and all(r["generator"] == "grounded" for r in refl)
+    assert out["reflect"]["counters"]["verdict"]["kept"] == len(refl)  # grounded monologues pass every filter
     return experts, trans, refl
 
 

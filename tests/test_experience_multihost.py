@@ -13,7 +13,7 @@ from ee_jax.config import load_config
 from ee_jax.experience.store import finished_shards, iter_records, load_manifest
 
 ARGS = ["experience.tasks.train=10", "experience.tasks.valid=3", "experience.tasks_per_shard=3",
-        "experience.explore.k=3", "experience.reflect.generator=template"]
+        "experience.explore.k=3", "experience.reflect.generator=grounded"]
 
 
 def test_two_processes_write_their_own_shards(tmp_path):

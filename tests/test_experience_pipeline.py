@@ -77,7 +77,7 @@ def episode_records(env, task, k: int, rng: random.Random):
         verdict = "dropped" if i % 4 == 3 else "kept"  # as a filter would drop some
         reflections.append(make_record("reflection", **common(i), state=state,
                                        expert=Outcome(action, nxt, **outcome), alternatives=outs, text=text,
-                                       generator="template", verdict=verdict, reason="" if verdict == "kept" else "x"))
+                                       generator="grounded", verdict=verdict, reason="" if verdict == "kept" else "x"))
         prefix.append(action)
     return experts, transitions, reflections
 

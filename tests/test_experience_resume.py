@@ -11,7 +11,7 @@ from ee_jax.config import load_config
 from ee_jax.experience.store import finished_shards, iter_records, load_manifest
 
 ARGS = ["experience.tasks.train=120", "experience.tasks.valid=8", "experience.tasks_per_shard=4",
-        "experience.explore.k=4", "experience.reflect.generator=template"]
+        "experience.explore.k=4", "experience.reflect.generator=grounded"]
 KINDS = ("expert_step", "transition", "reflection")
 
 

@@ -32,12 +32,12 @@ def _config(run_dir, *extra):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A collected household store (expert + transitions) with its tokenizer."""
+    """A collected household store (expert + transitions + grounded reflections) with its tokenizer."""
     from ee_jax.cli.collect import run_stage
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
 
     cfg = _config(str(tmp_path_factory.mktemp("recipes") / "base"))
-    for stage in ("expert", "explore"):
+    for stage in ("expert", "explore", "reflect"):
         run_stage(cfg, stage, progress=False)
     ensure_tokenizer(cfg)
     return cfg.run_dir
@@ -71,6 +71,35 @@ def test_budgets_follow_the_paper(store):
     assert sum(p.steps for p in plan_method(cfg0, "iwm", tok, data)) == 7
 
 
+def test_il_matched_gets_exactly_srs_updates_and_every_method_the_same_selection_evaluations(store, tmp_path):
+    """il_matched: imitation data, SR's update count. recipe.selection_evals: N evaluations per method at
+    ceil(i * steps / N) of the reported stage, whatever the method's length."""
+    from ee_jax.policy import run_tokenizer
+    from ee_jax.train.budget import plan_method, steps_per_epoch
+    from ee_jax.train.recipes import selection_eval_steps, train_method
+
+    assert selection_eval_steps(10, 4) == {3, 5, 8, 10} and selection_eval_steps(10, 0) is None
+    assert selection_eval_steps(3, 8) == {1, 2, 3}  # a stage shorter than N: every step, once
+    run = _fresh_run(store, tmp_path / "matched")
+    cfg = _config(run, "recipe.epochs=2", "recipe.select=best", "recipe.select_metric=loss",
+                  "recipe.selection_evals=4", "train.checkpoint_every=1000", "train.eval_every=1")
+    tok, data = run_tokenizer(cfg), os.path.join(run, "data")
+    (sr,), (matched,), (il,) = (plan_method(cfg, m, tok, data) for m in ("sr", "il_matched", "il"))
+    spe_il = steps_per_epoch(cfg, "il", tok, data)
+    assert sr.steps > il.steps and matched.steps == sr.steps  # the same number of updates as SR
+    assert (matched.stage, matched.objective, matched.steps_per_epoch) == ("il_matched", "il", spe_il)
+    assert sum(p.steps for p in plan_method(cfg, "iwm", tok, data)) == il.steps
+    # trained: IL (short) and il_matched (long): the same evaluations at the same fractions of each run
+    records = {m: train_method(cfg, m, progress=False) for m in ("il", "il_matched")}
+    assert records["il_matched"]["updates"] == sr.steps and records["il"]["updates"] == il.steps
+    for method, rec in records.items():
+        final = rec["stages"][-1]
+        steps = [e["step"] for e in final["selection"]["evaluations"]]
+        assert steps == sorted(selection_eval_steps(final["steps"], 4)), (method, steps)  # 4, evenly spaced
+        assert len(steps) == 4
+    assert os.path.isdir(os.path.join(run, "ckpt", "il_matched"))
+
+
 def test_iwm_chains_stages_and_selects_the_best_valid_checkpoint(store, tmp_path):
     from ee_jax.policy import load_policy
     from ee_jax.train.recipes import train_method
@@ -78,7 +107,7 @@ def test_iwm_chains_stages_and_selects_the_best_valid_checkpoint(store, tmp_path
     run = _fresh_run(store, tmp_path / "run")
     cfg = _config(run, "recipe.epochs=0", "train.steps=8", "train.eval_every=2", "train.checkpoint_every=100",
                   "train.keep_checkpoints=1", "recipe.select=best", "recipe.select_metric=loss",
-                  "recipe.wm_max_fraction=0.5", "optimizer.lr=3e-2")
+                  "recipe.wm_max_fraction=0.5", "optimizer.lr=3e-2", "recipe.selection_evals=0")
     rec = train_method(cfg, "iwm", progress=False)
     wm, imitation = rec["stages"]
     assert rec["updates"] == 8 and wm["steps"] + imitation["steps"] == 8 and rec["policy_stage"] == "iwm"
@@ -101,7 +130,7 @@ def test_iwm_chains_stages_and_selects_the_best_valid_checkpoint(store, tmp_path
 
     with pytest.raises(StageMismatchError, match="optimizer.lr"):
         train_method(_config(run, "recipe.epochs=0", "train.steps=8", "optimizer.lr=1e-2", "train.eval_every=2",
-                             "recipe.select_metric=loss"), "iwm", progress=False)
+                             "recipe.select_metric=loss", "recipe.selection_evals=0"), "iwm", progress=False)
 
 
 def test_nonfinite_loss_stops_with_step_batch_and_last_good_checkpoint(store, tmp_path):

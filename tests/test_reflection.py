@@ -13,13 +13,15 @@ from ee_jax.config import PromptConfig, ReflectConfig
 from ee_jax.envs import make_env
 from ee_jax.experience.filters import FILTER_REASONS, check_reflection, named_actions
 from ee_jax.experience.generators import (
+    GroundedGenerator,
     HttpGenerator,
+    OracleTemplateGenerator,
     ReflectionGenerator,
     SelfGenerator,
-    TemplateGenerator,
     make_generator,
 )
-from ee_jax.experience.rationale import template_rationale
+from ee_jax.experience.grounded import grounded_rationale
+from ee_jax.experience.oracle_rationale import oracle_template_rationale
 from ee_jax.experience.reflection import (
     OTHERS_HEADER,
     ReflectionCase,
@@ -96,15 +98,22 @@ def test_prompt_structure_and_neutral_labels():
         assert not re.search(label, text + system["content"], re.IGNORECASE | re.MULTILINE), label
 
 
-def test_prompt_clips_long_observations_and_marks_outcomes():
+def test_prompt_clips_long_observations_and_marks_outcomes_only_when_asked():
     long = "You see " + ", ".join(f"a box {i}" for i in range(500)) + "."
     case = ReflectionCase(State("find the key", (), long, None),
                           Outcome("take key 1", "You win.", 1.0, True, True, won=True),
                           [Outcome("jump", "Nothing happens.", 0.0, False, False),
-                           Outcome("quit", "You gave up.", 0.0, True, True)], "x")
-    text = reflection_messages(case, PromptConfig(max_observation_chars=200))[1]["content"]
-    assert "[...]" in text and len(text) < 2000
+                           Outcome("quit", "You gave up.", 0.0, True, True),
+                           Outcome("dig", "You dig a hole.", 0.5, False, True)], "x")
+    # the paper's prompt: observations only, no hidden verdicts
+    plain = reflection_messages(case, PromptConfig(max_observation_chars=200))[1]["content"]
+    assert "[...]" in plain and len(plain) < 2000
+    for note in ("task was completed", "did not accept", "episode ended", "progress"):
+        assert note not in plain
+    # experience.reflect.show_reward=true (privileged): the environment's verdicts are added
+    text = reflection_messages(case, PromptConfig(max_observation_chars=200), show_reward=True)[1]["content"]
     assert "(the task was completed)" in text and "(the environment did not accept this action)" in text
+    assert "(progress +0.5)" in text
     assert "(the episode ended)" in text
 
 
@@ -128,15 +137,92 @@ def test_choose_alternatives_deterministic_distinct_never_expert():
     assert choose_alternatives(expert, cands, 0, seed=1) == []
 
 
+# ------------------------------------------------------------------------------------------- grounded
+@pytest.mark.parametrize("env", ["household", "shop", "travel", "tools"])
+def test_grounded_passes_filters_names_the_action_once_and_varies(env):
+    cases = real_cases(env)
+    gen, cfg = GroundedGenerator(), ReflectConfig()
+    texts = gen.generate(cases, seed=0)
+    assert texts == gen.generate(cases, seed=1) == [grounded_rationale(c) for c in cases]  # deterministic
+    assert gen.errors == 0 and gen.name == "grounded" and isinstance(gen, ReflectionGenerator)
+    for case, text in zip(cases, texts):
+        assert check_reflection(text, case, cfg) == ("kept", ""), text
+        shown = f"`{case.expert.action}`"
+        assert text.count(shown) == 1 and text.rstrip(".").endswith(shown), text  # once, at the end
+        for alt in case.alternatives:
+            assert f"`{alt.action}`" in text
+    # no single sentence frame: openings and conclusions vary between cases
+    assert len({t.split(":")[0].split('"')[0] for t in texts}) >= 3
+    assert len({t.rsplit("`", 2)[0].rsplit(". ", 1)[-1] for t in texts}) >= 3
+
+
+def _hide(o: Outcome, rng: random.Random) -> Outcome:
+    """``o`` with every hidden field (reward, done, valid, won, score) redrawn; action and observation kept."""
+    return dataclasses.replace(o, reward=rng.choice([-1.0, 0.0, 0.3, 1.0]), done=rng.random() < 0.5,
+                               valid=rng.random() < 0.5, won=rng.random() < 0.5, score=rng.random())
+
+
+def test_grounded_sees_no_hidden_reward_flags_or_environment_name():
+    rng = random.Random(0)
+    for env in ("household", "shop", "travel", "tools"):
+        for case in real_cases(env, 1, (1, 2)):
+            other = ReflectionCase(case.state, _hide(case.expert, rng), [_hide(o, rng) for o in case.alternatives],
+                                   "some-other-env")
+            assert grounded_rationale(other) == grounded_rationale(case)
+    # and the oracle template does read them: the same two cases give different text
+    case = real_cases("household", 1, (1,))[0]
+    won = dataclasses.replace(case.expert, reward=1.0, won=True, done=True)
+    assert oracle_template_rationale(case) != oracle_template_rationale(dataclasses.replace(case, expert=won))
+
+
+def _ee_imports(module: str) -> set[str]:
+    """Every ee_jax module ``module`` imports, transitively (top-level and inside functions), from the source."""
+    import ast
+    import importlib.util
+
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        with open(spec.origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            todo += [n for n in names if n.startswith("ee_jax")]
+    return seen
+
+
+def test_grounded_reaches_no_environment_code_or_hidden_fields():
+    import ast
+    import inspect
+
+    import ee_jax.experience.grounded as grounded
+
+    reached = _ee_imports("ee_jax.experience.grounded")
+    assert "ee_jax.experience.oracle_rationale" not in reached
+    # config validation reaches the environment protocol and registry (names, not worlds); no world's code
+    assert not [m for m in reached if m.startswith("ee_jax.envs") and m not in ("ee_jax.envs.base",
+                                                                              "ee_jax.envs.registry")], reached
+    assert "ee_jax.experience.oracle_rationale" in _ee_imports("ee_jax.experience.generators")  # the check can fail
+    used = {n.attr for n in ast.walk(ast.parse(inspect.getsource(grounded))) if isinstance(n, ast.Attribute)}
+    assert not used & {"reward", "won", "valid", "done", "score", "env"}, used & {"reward", "won", "valid", "done"}
+
+
 # ------------------------------------------------------------------------------------------- template
 @pytest.mark.parametrize("env", ["household", "shop", "travel", "tools"])
 def test_template_rationales_pass_filters(env):
     cases = real_cases(env)
     assert len(cases) >= 10
     cfg = ReflectConfig()
-    gen = TemplateGenerator()
+    gen = OracleTemplateGenerator()
     texts = gen.generate(cases, seed=0)
-    assert texts == gen.generate(cases, seed=1) == [template_rationale(c) for c in cases]  # deterministic
+    assert texts == gen.generate(cases, seed=1) == [oracle_template_rationale(c) for c in cases]  # deterministic
     assert gen.errors == 0
     for case, text in zip(cases, texts):
         assert check_reflection(text, case, cfg) == ("kept", ""), text
@@ -144,7 +230,7 @@ def test_template_rationales_pass_filters(env):
         assert cfg.min_words <= len(text.split()) <= 260
         for alt in case.alternatives:
             assert f"`{alt.action}`" in text
-    assert gen.name == "template" and isinstance(gen, ReflectionGenerator)
+    assert gen.name == "oracle_template" and isinstance(gen, ReflectionGenerator)
 
 
 def test_template_says_why_with_the_environment_feedback():
@@ -165,7 +251,7 @@ def test_template_says_why_with_the_environment_feedback():
     priced = [(o, float(m.group(1))) for o in outs if (m := re.search(r"Price: \$(\d+(?:\.\d+)?)", o.observation))]
     over = [(o, p) for o, p in priced if p >= budget]
     assert over, "the first results page of difficulty 1 lists an over-budget product"
-    text = template_rationale(ReflectionCase(state, expert, [over[0][0]], "shop"))
+    text = oracle_template_rationale(ReflectionCase(state, expert, [over[0][0]], "shop"))
     price = over[0][1]
     money = lambda x: f"${x:.2f}" if x != int(x) else f"${int(x)}"
     assert f"that costs {money(price)}, more than the {money(budget)} budget" in text
@@ -175,15 +261,15 @@ def test_template_says_why_with_the_environment_feedback():
                    "of your $660 budget (over by $40). Empty: lunch 2.", 0.0, False, True)
     cheap = Outcome("set day 1 dinner R6", "Set day 1 dinner: R6 Thai in Redwater, $30 for 2. You have spent $650 "
                     "of your $660 budget. Empty: lunch 2.", 0.0, False, True)
-    text = template_rationale(ReflectionCase(state, cheap, [over], "travel"))
+    text = oracle_template_rationale(ReflectionCase(state, cheap, [over], "travel"))
     assert "that takes the spending to $700, over the $660 budget" in text and "over by" not in text
     assert "that keeps the spending at $650 of the $660 budget" in text
-    travel = [template_rationale(c) for c in real_cases("travel", 2, (1,))]
+    travel = [oracle_template_rationale(c) for c in real_cases("travel", 2, (1,))]
     assert any("the booking system warns that" in t for t in travel)
     assert any(re.search(r"that costs more: \$\d+ spent instead of \$\d+", t) for t in travel)
-    household = [template_rationale(c) for c in real_cases("household", 1, (1,))]
+    household = [oracle_template_rationale(c) for c in real_cases("household", 1, (1,))]
     assert any("does not get me closer to the bread" in t for t in household)
-    tools = template_rationale(real_cases("tools", 1, (1,))[0])
+    tools = oracle_template_rationale(real_cases("tools", 1, (1,))[0])
     assert "Right now I am working on request 1/2" in tools and "would not be accepted here" in tools
 
 
@@ -432,4 +518,4 @@ def test_generator_configuration_errors(tiny_config):
         cfg.experience, reflect=dataclasses.replace(cfg.experience.reflect, generator="bogus")))
     with pytest.raises(ValueError, match="bogus"):
         make_generator(bogus)
-    assert isinstance(make_generator(cfg), TemplateGenerator)
+    assert isinstance(make_generator(cfg), GroundedGenerator)  # the default

@@ -174,16 +174,18 @@ def test_report_markdown_and_plots(run_dir):
     rep = build_report(run_dir)
     md = read(os.path.join(run_dir, "report.md"))
     lines = md.splitlines()
-    assert "| Method | test | Δ vs IL (test) | 95% CI (test) | ood | Δ vs IL (ood) | 95% CI (ood) |" in lines
-    ci = rep["results"]["il"]["test"]["success_ci95"]["mean"]
-    ci_ood = rep["results"]["il"]["ood"]["success_ci95"]["mean"]
-    assert (f"| IL | 50.0 ± 10.0 | — | {100 * ci[0]:.1f}–{100 * ci[1]:.1f} | 30.0 ± 10.0 | — | "
-            f"{100 * ci_ood[0]:.1f}–{100 * ci_ood[1]:.1f} |") in lines
+    assert "| Method | test | Δ vs IL (test) | ood | Δ vs IL (ood) |" in lines
+    ci = rep["results"]["il"]["test"]["success"]["pooled"]["ci95"]
+    ci_ood = rep["results"]["il"]["ood"]["success"]["pooled"]["ci95"]
+    assert (f"| IL | 50.0 [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] | — | 30.0 [{100 * ci_ood[0]:.1f}, "
+            f"{100 * ci_ood[1]:.1f}] | — |") in lines
     assert rep["table"] in md and lines[lines.index(rep["table"].splitlines()[-1]) - 2].startswith("| IL |")
-    assert any(line.startswith("| IWM | 70.0 ± 17.3 | +20.0 ± 10.0 | ") and "| 30.0 ± 0.0 | +0.0 ± 10.0 |" in line
+    d = rep["results"]["iwm"]["test"]["delta_vs_il"]["paired"]
+    assert any(line.startswith("| IWM | 70.0 [") and f"| +20.0 [{100 * d['ci95'][0]:+.1f}, " in line
                for line in lines)
-    assert any(line.startswith("| SR | 60.0 ± 14.1 | +15.0 ± 7.1 | ") and line.endswith("| — | — | — |")
-               for line in lines)
+    # per-seed table: mean ± std of seeds, and of the per-seed differences
+    assert "| IWM | 70.0 ± 17.3 | +20.0 ± 10.0 | 30.0 ± 0.0 | +0.0 ± 10.0 |" in lines
+    assert "| SR | 60.0 ± 14.1 | +15.0 ± 7.1 | — | — |" in lines
     assert "| IWM | 60.0 ± 10.0 | 30.0 ± 5.0 | 1.400 ± 0.100 | 64 |" in lines  # world-model table
     assert "- Environment: household (difficulty 1)" in lines and "- Seeds: 0, 1, 2" in lines
     assert "64 trajectories" in md and "K = 4" in md
@@ -203,11 +205,14 @@ def test_one_seed_only_il_plain_run(tmp_path):
     rep = build_report(run)
     cell = rep["results"]["il"]["test"]
     assert rep["seeds"] == [7] and rep["methods"] == ["il"] and rep["splits"] == ["test"]
+    pooled = cell["success"].pop("pooled")
     assert cell["success"] == {"per_seed": {"7": 0.3}, "mean": 0.3, "std": 0.0, "n": 1}
+    assert pooled["mean"] == pytest.approx(0.3) and pooled["seeds"] == 1 and pooled["tasks"] == 10
     assert cell["delta_vs_il"] is None and rep["world_model"] == {"il": None}
     assert rep["plots"] == ["success.png"]
     md = read(os.path.join(run, "report.md"))
-    assert "| IL | 30.0 ± 0.0 | — |" in md and "World model" not in md and "1 seed (7)" in md
+    assert "| IL | 30.0 ± 0.0 | — |" in md and "| IL | 30.0 [" in md and "World model" not in md
+    assert "1 seed (7)" in md
 
 
 def test_iwm_without_il_has_no_delta(tmp_path):
@@ -301,3 +306,73 @@ def test_rl_table_pairs_each_rl_row_with_its_start_per_seed():
     assert "| SR→GRPO | 30.0 ± 14.1 | 50.0 ± 0.0 | +20.0 ± 14.1 |" in lines
     assert "| init→GRPO | — | 2.5 ± 3.5 | — |" in lines  # no evaluated start to pair with
     assert rl_table({"splits": ["test"], "methods": ["il"], "results": report["results"]}) == []
+
+
+def test_paired_statistics_by_hand(run_dir):
+    rep = build_report(run_dir)
+    r = rep["results"]
+    # IL wins the first 4 / 5 / 6 of 10 tasks per seed: 15 of 30 (seed, task) pairs
+    assert r["il"]["test"]["success"]["pooled"]["mean"] == pytest.approx(0.5)
+    assert r["il"]["test"]["success"]["pooled"]["tasks"] == 10 and r["il"]["test"]["success"]["pooled"]["seeds"] == 3
+    # IWM wins the first 6 / 6 / 9: it wins 2 + 1 + 3 pairs IL loses and loses none IL wins: +6 / 30
+    paired = r["iwm"]["test"]["delta_vs_il"]["paired"]
+    assert paired["mean"] == pytest.approx(0.2) and paired["seeds"] == 3 and paired["tasks"] == 10
+    assert paired["ci95"][0] >= 0.0 and paired["ci95"][1] <= 0.6
+    # SR exists for seeds 0 and 1 only: paired on those (wins 5, 7 against 4, 5: +3 of 20)
+    sr = r["sr"]["test"]["delta_vs_il"]["paired"]
+    assert sr["seeds"] == 2 and sr["mean"] == pytest.approx(0.15)
+
+
+def test_flags_privileged_settings_and_final_step_selection(run_dir):
+    import yaml
+
+    cfg_path = os.path.join(run_dir, "config.yaml")
+    cfg = yaml.safe_load(read(cfg_path))
+    cfg["experience"]["reflect"]["generator"] = "oracle_template"
+    with open(cfg_path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f)
+    path = os.path.join(run_dir, "seeds", "1", "train", "il.json")
+    record = json.loads(read(path))
+    record["stages"][-1].update(selected_step=100, selection={"rule": "best", "evaluations": [
+        {"step": s, "score": 0.1} for s in (25, 50, 75, 100)]})
+    write_json(path, record)
+    rep = build_report(run_dir)
+    assert rep["settings"]["privileged"] == ["SR reflections by oracle_template (privileged: reward + hand-written "
+                                             "notes)"]
+    assert rep["training"]["il"]["selected_final_step"] == ["1"] and rep["training"]["iwm"]["selected_final_step"] == []
+    assert rep["training"]["il"]["selection_evaluations"]["1"] == 4
+    md = read(os.path.join(run_dir, "report.md"))
+    assert "- **Privileged:** SR reflections by oracle_template (privileged: reward + hand-written notes)." in md
+    assert "- **IL: still improving at the end of its budget**: the best valid checkpoint is its final step (seed 1)." \
+        in md
+    assert "reflections: oracle_template (privileged: reward + hand-written notes)" in md
+
+
+def test_data_efficiency_pairs_across_fractions_by_hand(tmp_path):
+    """Two fractions of one size: IL wins 2 / 6 of 10 tasks (half / all the data), SR 7 / 8; seeds 0, 1."""
+    from ee_jax.sweep.data_efficiency import data_efficiency, render_markdown, success_vs_fraction
+
+    wins = {0.5: {"il": 2, "sr": 7}, 1.0: {"il": 6, "sr": 8}}
+    points = []
+    for fraction, methods in wins.items():
+        run = tmp_path / f"f{fraction:g}" / "ee-1m"
+        for seed in (0, 1):
+            for method, w in methods.items():
+                write_seed(str(run / "seeds" / str(seed)), seed, method, {"test": w}, None)
+        points.append((fraction, "ee-1m", str(run)))
+    got = data_efficiency(points, "test")
+    rows = {(r["fraction"], r["method"]): r for r in got["rows"]}
+    assert rows[(0.5, "il")]["success"]["mean"] == pytest.approx(0.2)
+    # SR with half the data against IL with all of it: +1 on tasks 6 (one of 10 per seed) -> +0.1
+    half_sr = rows[(0.5, "sr")]
+    assert half_sr["vs_il_full_data"]["mean"] == pytest.approx(0.1) and half_sr["vs_il_same_fraction"]["mean"] == \
+        pytest.approx(0.5)
+    assert half_sr["vs_il_same_fraction"]["significant"] and not half_sr["vs_il_full_data"]["significant"]
+    assert rows[(1.0, "il")]["vs_il_full_data"] is None and rows[(0.5, "il")]["vs_il_full_data"]["mean"] == \
+        pytest.approx(-0.4)
+    # SR with all the data: +0.2 (tasks 6, 7 on both seeds): the interval is [0, 0.4] at best -> not significant
+    assert got["answers"] == [{"size": "ee-1m", "method": "sr", "smallest_fraction_beating_full_il": None,
+                               "difference": None}]
+    md = "\n".join(render_markdown(got))
+    assert "| ee-1m | 0.5 | SR | 2 | 70.0 [" in md and "at no fraction of the expert data" in md
+    assert success_vs_fraction(got)[:8] == b"\x89PNG\r\n\x1a\n"

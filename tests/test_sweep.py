@@ -128,11 +128,14 @@ def test_two_size_sweep_runs_every_point_shares_data_and_reports(tmp_path):
 
 
 def test_dry_run_and_launch_print_every_point_and_run_nothing(tmp_path):
-    path = _sweep_file(tmp_path, data_fractions=[1.0, 0.5])
+    path = _sweep_file(tmp_path, data_fractions=[1.0, 0.5], full_data_methods=["il_matched"])
     out = _cli(path, "--dry-run")
     names = [p["name"] for p in out["points"]]
     assert names == ["f1/ee-1m", "f1/ee-4m", "f0.5/ee-1m", "f0.5/ee-4m"]
     assert "experience.tasks.train=3" in out["points"][2]["overrides"]  # half of the base's 6 tasks
+    # the matched-updates control at the full data only
+    assert "recipe.methods=[il,sr,il_matched]" in out["points"][0]["overrides"]
+    assert "recipe.methods=[il,sr]" in out["points"][2]["overrides"]
     assert "model.d_model=48" in out["points"][1]["overrides"]
     res = subprocess.run([sys.executable, "-m", "ee_jax.cli.main", "sweep", path, "--launch", "slurm",
                           "--launch-args", f"--out-dir {tmp_path / 'jobs'} --partition gpu", "--dry-run", "--json"],
@@ -175,6 +178,7 @@ def test_paired_differences_and_the_efficiency_answer_by_hand():
     ({"overrides": ["run_dir=x"]}, "overrides='run_dir=x'"),
     ({"size_overrides": {"ee-50m": []}}, "size_overrides=['ee-50m']"),
     ({"colour": "blue"}, "colour"),
+    ({"full_data_methods": ["sr"]}, "full_data_methods=['sr']"),  # already in methods
 ])
 def test_bad_sweep_files_name_the_key(tmp_path, change, message):
     from ee_jax.sweep import load_sweep

@@ -50,9 +50,9 @@ def cmd_run(args) -> None:
 
 
 def add_parsers(sub) -> None:
-    t = sub.add_parser("train", help="train il / iwm / sr on a run's collected experience")
+    t = sub.add_parser("train", help="train il / il_matched / iwm / sr on a run's collected experience")
     t.add_argument("config", nargs="*", help="[CONFIG.yaml] [key=value ...], e.g. recipe.epochs=3")
-    t.add_argument("--method", default="all", choices=("il", "iwm", "sr", "all"),
+    t.add_argument("--method", default="all", choices=("il", "il_matched", "iwm", "sr", "all"),
                    help="one method, or all of recipe.methods (default)")
     t.add_argument("--overwrite", action="store_true", help="retrain a method whose settings changed")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -187,7 +187,9 @@ class ExploreConfig:
 class ReflectConfig:
     """Self-reflection generation (``ee-jax collect reflect``) and its filters."""
 
-    generator: str = "template"  # template | self | http
+    # grounded (default: goal, observations and actions only, as the paper's prompt) | oracle_template
+    # (privileged: the environment's reward + hand-written notes) | self (the policy) | http (an endpoint)
+    generator: str = "grounded"
     alternatives: int = 3  # alternatives shown per reflection (the paper: up to 3)
     temperature: float = 0.7
     max_new_tokens: int = 256
@@ -205,6 +207,9 @@ class ReflectConfig:
     # (small models rarely end with the conclusion the prompt asks for); one naming another action is
     # still dropped (contradicts_expert).
     conclude: bool = False
+    # self / http: also show the environment's hidden verdict (reward, completed, ended, not accepted) in the
+    # prompt. Privileged (the paper's prompt shows observations only); reports label it.
+    show_reward: bool = False
 
 
 @dataclass
@@ -239,7 +244,8 @@ class RecipeConfig:
     The paper's protocol: ``il`` trains ``epochs`` epochs on expert steps, and that number of updates
     is the budget; ``iwm`` spends about ``wm_epochs`` of it predicting next states (stage ``iwm_wm``),
     then imitates for the rest (stage ``iwm``); ``sr`` trains the reflection + expert mixture for the
-    same ``epochs``.
+    same ``epochs``. ``il_matched`` is the control for SR's extra updates: imitation trained for exactly
+    SR's number of updates.
     """
 
     methods: list[str] = field(default_factory=lambda: ["il", "iwm", "sr"])
@@ -250,6 +256,10 @@ class RecipeConfig:
     select: str = "best"  # the reported checkpoint: best (on the valid split, never test) | last
     select_metric: str = "success"  # success (valid-split episodes) | loss (valid loss of the objective)
     valid_tasks: int = 32  # valid-split episodes per evaluation during training (select_metric=success)
+    # Checkpoint-selection evaluations per method, evenly spaced over the stage whose checkpoint is reported
+    # (at steps ceil(i * steps / N), i = 1..N), so every method gets the same number at the same fractions of
+    # its run whatever its update count; 0 -> every train.eval_every steps (unequal between methods).
+    selection_evals: int = 8
     seeds: list[int] = field(default_factory=lambda: [0])  # ee-jax run: one training + eval per seed
 
 

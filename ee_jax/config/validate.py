@@ -17,11 +17,13 @@ CHOICES = {
     "experience.source": ("oracle", "jsonl"),
     "experience.on_bad_line": ("fail", "skip"),
     "experience.explore.strategy": ("uniform", "policy", "mixed"),
-    "experience.reflect.generator": ("template", "self", "http"),
+    "experience.reflect.generator": ("grounded", "oracle_template", "self", "http"),
     "recipe.select": ("best", "last"),
     "recipe.select_metric": ("success", "loss"),
 }
-METHODS = ("il", "iwm", "sr", "rl")  # rl: the RL rows, one per rl.starts entry
+RENAMED = {("experience.reflect.generator", "template"):
+           "'template' is now 'oracle_template', a privileged variant; the default is 'grounded'"}
+METHODS = ("il", "il_matched", "iwm", "sr", "rl")  # rl: the RL rows, one per rl.starts entry
 
 
 def _get(cfg, dotted: str):
@@ -40,7 +42,8 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     """Raise ConfigError on the first inconsistent value. ``num_devices`` enables the mesh check."""
     for key, allowed in CHOICES.items():
         if _get(cfg, key) not in allowed:
-            _fail(key, _get(cfg, key), "one of " + ", ".join(allowed))
+            renamed = RENAMED.get((key, _get(cfg, key)))
+            _fail(key, _get(cfg, key), "one of " + ", ".join(allowed) + (f" ({renamed})" if renamed else ""))
     m = cfg.model
     for key in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "ffn_dim", "max_seq_len"):
         if getattr(m, key) <= 0:
@@ -200,6 +203,8 @@ def validate_recipe(cfg: Config) -> None:
         _fail("recipe.wm_max_fraction", r.wm_max_fraction, "in [0, 1)")
     if r.valid_tasks < 0:
         _fail("recipe.valid_tasks", r.valid_tasks, "a non-negative integer")
+    if r.selection_evals < 0:
+        _fail("recipe.selection_evals", r.selection_evals, "a non-negative integer (0: every train.eval_every steps)")
     for split in e.splits:
         if split not in SPLITS or split in ("train", "valid"):
             _fail("eval.splits", e.splits, "held-out splits among test, ood (train/valid are for training "

@@ -1,8 +1,12 @@
 """Reflection generators: who writes the reflections of ``ee-jax collect reflect``.
 
-* ``template`` (:class:`TemplateGenerator`): the deterministic rationale of
-  :mod:`ee_jax.experience.rationale`, built from the environment's feedback; for scratch models and
-  tests. Records are labelled ``template``.
+* ``grounded`` (:class:`GroundedGenerator`, the default): the deterministic monologue of
+  :mod:`ee_jax.experience.grounded`, built only from what the paper's reflection prompt shows (goal,
+  observations, actions); for scratch models and tests. Records are labelled ``grounded``.
+* ``oracle_template`` (:class:`OracleTemplateGenerator`): the rationale of
+  :mod:`ee_jax.experience.oracle_rationale`, built from the environment's hidden reward / won / valid flags
+  and hand-written per-environment notes. **Privileged**: reports label it "privileged: reward +
+  hand-written notes". Records are labelled ``oracle_template``.
 * ``self`` (:class:`SelfGenerator`): the policy model itself through the sampler, as in the paper.
   Labelled ``self``.
 * ``http`` (:class:`HttpGenerator`): any OpenAI-compatible chat-completions endpoint. A stronger model
@@ -25,13 +29,16 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ee_jax.config import Config, PromptConfig
+from ee_jax.experience.grounded import GROUNDED_VERSION, grounded_rationale
+from ee_jax.experience.oracle_rationale import RATIONALE_VERSION, oracle_template_rationale
 from ee_jax.experience.prompts import shrinking_prompt_cfgs
-from ee_jax.experience.rationale import RATIONALE_VERSION, template_rationale
 from ee_jax.experience.reflection import PROMPT_VERSION, ReflectionCase, case_seed, reflection_messages
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("template", "self", "http")
+GENERATORS = ("grounded", "oracle_template", "self", "http")
+PRIVILEGED_GENERATORS = {"oracle_template": "privileged: reward + hand-written notes"}
+"""Generators whose text uses information the paper's reflection prompt does not show, with their label."""
 MAX_ERROR_MESSAGES = 20
 
 
@@ -73,23 +80,43 @@ def clean_reply(text: str) -> str:
     return _THINK.sub("", text or "").strip()
 
 
-class TemplateGenerator(_Errors):
-    """Deterministic rationales from the environment's feedback (no model): labelled ``template``."""
+class _Deterministic(_Errors):
+    """A reflection written by a function of the case (no model, no randomness)."""
 
-    name = "template"
+    name = ""
+    version = ""
+
+    @staticmethod
+    def write(case: ReflectionCase) -> str:
+        raise NotImplementedError
 
     def settings(self) -> dict:
-        return {"kind": "template", "rationale_version": RATIONALE_VERSION}
+        return {"kind": self.name, "rationale_version": self.version}
 
     def generate(self, cases: Sequence[ReflectionCase], seed: int) -> list[str]:
-        """One rationale per case; ``seed`` is unused (the text is a function of the case)."""
+        """One text per case; ``seed`` is unused (the text is a function of the case)."""
         out = []
         for case in cases:
             try:
-                out.append(template_rationale(case))
+                out.append(self.write(case))
             except Exception as e:  # one odd observation must not sink the shard; it is counted
                 out.append(self._failed(case, f"{type(e).__name__}: {e}"))
         return out
+
+
+class GroundedGenerator(_Deterministic):
+    """Monologues from the goal, observations and actions alone (no model): labelled ``grounded``."""
+
+    name, version = "grounded", GROUNDED_VERSION
+    write = staticmethod(grounded_rationale)
+
+
+class OracleTemplateGenerator(_Deterministic):
+    """Rationales from the environment's hidden feedback and hand-written notes: labelled
+    ``oracle_template`` (privileged)."""
+
+    name, version = "oracle_template", RATIONALE_VERSION
+    write = staticmethod(oracle_template_rationale)
 
 
 class SelfGenerator(_Errors):
@@ -117,7 +144,7 @@ class SelfGenerator(_Errors):
         c = self.cfg
         return {"kind": "self", "policy": self.policy.source, "template": self.policy.template,
                 "temperature": c.temperature, "max_new_tokens": c.max_new_tokens, "batch_size": c.batch_size,
-                "prompt_version": PROMPT_VERSION}
+                "prompt_version": PROMPT_VERSION, "show_reward": c.show_reward}
 
     def prompt_ids(self, case: ReflectionCase):
         """The prompt token ids of ``case`` (tightened to fit the context), or None if nothing fits."""
@@ -125,7 +152,8 @@ class SelfGenerator(_Errors):
 
         room = self.policy.cfg.model.max_seq_len - self.cfg.max_new_tokens
         for pcfg in shrinking_prompt_cfgs(self.prompt_cfg):
-            messages = reflection_messages(case, pcfg, max_words=self.cfg.max_words)
+            messages = reflection_messages(case, pcfg, max_words=self.cfg.max_words,
+                                           show_reward=self.cfg.show_reward)
             ids = render_prompt(self.policy.tokenizer, self.policy.template, messages)
             if len(ids) <= room:
                 return ids
@@ -201,11 +229,13 @@ class HttpGenerator(_Errors):
         c = self.cfg
         return {"kind": "http", "url": _public_url(c.url), "model": c.model, "api_key_env": c.api_key_env,
                 "temperature": c.temperature, "max_tokens": c.max_new_tokens, "timeout_s": c.timeout_s,
-                "max_retries": c.max_retries, "concurrency": c.concurrency, "prompt_version": PROMPT_VERSION}
+                "max_retries": c.max_retries, "concurrency": c.concurrency, "prompt_version": PROMPT_VERSION,
+                "show_reward": c.show_reward}
 
     def generate(self, cases: Sequence[ReflectionCase], seed: int) -> list[str]:
         """One reflection per case; requests carry per-case seeds (endpoints that honour ``seed`` repeat)."""
-        conversations = [reflection_messages(c, self.prompt_cfg, max_words=self.cfg.max_words) for c in cases]
+        conversations = [reflection_messages(c, self.prompt_cfg, max_words=self.cfg.max_words,
+                                             show_reward=self.cfg.show_reward) for c in cases]
         replies = self.client.complete_many(conversations, seeds=[case_seed(seed, c) for c in cases],
                                             temperature=self.cfg.temperature, max_tokens=self.cfg.max_new_tokens)
         out = []
@@ -218,8 +248,10 @@ def make_generator(cfg: Config, policy_loader: Callable[[], object] | None = Non
     """The generator named by ``cfg.experience.reflect.generator``; ``policy_loader`` gives the policy
     for ``self`` (called only then, so other generators never load a model)."""
     r = cfg.experience.reflect
-    if r.generator == "template":
-        return TemplateGenerator()
+    if r.generator == "grounded":
+        return GroundedGenerator()
+    if r.generator == "oracle_template":
+        return OracleTemplateGenerator()
     if r.generator == "self":
         if policy_loader is None:
             raise ValueError("experience.reflect.generator=self needs the policy model, but no policy loader "

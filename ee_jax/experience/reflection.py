@@ -22,7 +22,7 @@ from ee_jax.config import PromptConfig
 from ee_jax.experience.prompts import clip_text, context_lines
 from ee_jax.experience.schema import Outcome, State
 
-PROMPT_VERSION = "reflect-v1"
+PROMPT_VERSION = "reflect-v2"
 """Version of the prompt text below; recorded in the manifest's generator settings."""
 
 SYSTEM = ("You are the agent acting in a text environment. Before each move you think it through in a short "
@@ -85,19 +85,21 @@ def choose_alternatives(expert: Outcome, candidates: Sequence[Outcome], n: int, 
     return (new + repeats + like_expert)[:n]
 
 
-def _outcome_text(o: Outcome, cfg: PromptConfig) -> str:
-    """The observation quoted, plus the environment's verdict where the text may not say it."""
+def _outcome_text(o: Outcome, cfg: PromptConfig, show_reward: bool = False) -> str:
+    """The observation quoted; with ``show_reward`` (privileged) also the environment's hidden verdict
+    (validity, completion, end of episode, reward), which the paper's prompt does not show."""
     notes = []
-    if not o.valid:
-        notes.append("the environment did not accept this action")
-    if o.won:
-        notes.append("the task was completed")
-    elif o.done:
-        notes.append("the episode ended")
-    elif o.reward > 0:
-        notes.append(f"progress +{o.reward:g}")
-    elif o.reward < 0:
-        notes.append(f"progress {o.reward:g}")
+    if show_reward:
+        if not o.valid:
+            notes.append("the environment did not accept this action")
+        if o.won:
+            notes.append("the task was completed")
+        elif o.done:
+            notes.append("the episode ended")
+        elif o.reward > 0:
+            notes.append(f"progress +{o.reward:g}")
+        elif o.reward < 0:
+            notes.append(f"progress {o.reward:g}")
     quoted = json.dumps(clip_text(o.observation.strip(), cfg.max_observation_chars), ensure_ascii=False)
     return quoted + (f" ({'; '.join(notes)})" if notes else "")
 
@@ -113,20 +115,24 @@ def _instruction(action: str, max_words: int) -> str:
         f" End with one sentence that states the action you will take: `{action}`.")
 
 
-def reflection_messages(case: ReflectionCase, prompt_cfg: PromptConfig, *, max_words: int = 0) -> list[dict]:
+def reflection_messages(case: ReflectionCase, prompt_cfg: PromptConfig, *, max_words: int = 0,
+                        show_reward: bool = False) -> list[dict]:
     """The chat asking for ``case``'s reflection: ``[{"role": "system", ...}, {"role": "user", ...}]``.
 
     The user turn holds the situation (goal, recent steps, current observation: the same pieces and
     clipping as the policy prompt), the action taken with its outcome, the other actions with theirs as
-    unnumbered bullets, then the instruction. ``max_words`` > 0 adds a length limit to it.
+    unnumbered bullets, then the instruction. ``max_words`` > 0 adds a length limit to it. Outcomes are the
+    observed next observations only, as in the paper; ``show_reward=True`` (``experience.reflect.show_reward``,
+    privileged and labelled in reports) adds the environment's reward / won / done / valid notes.
     """
     lines = ["Here is the situation.", *context_lines(case.state, prompt_cfg), ""]
-    lines.append(f"{TAKEN_HEADER}: `{case.expert.action}`, which leads to: {_outcome_text(case.expert, prompt_cfg)}")
+    taken = _outcome_text(case.expert, prompt_cfg, show_reward)
+    lines.append(f"{TAKEN_HEADER}: `{case.expert.action}`, which leads to: {taken}")
     if case.alternatives:
         lines.append("")
         lines.append(OTHERS_HEADER)
         for o in case.alternatives:
-            lines.append(f"- `{o.action}`, which leads to: {_outcome_text(o, prompt_cfg)}")
+            lines.append(f"- `{o.action}`, which leads to: {_outcome_text(o, prompt_cfg, show_reward)}")
     lines += ["", _instruction(case.expert.action, max_words)]
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 

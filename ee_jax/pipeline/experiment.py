@@ -106,10 +106,11 @@ def rl_starts(cfg: Config) -> list[str]:
 
 def collection_stages(cfg: Config) -> list[str]:
     """The collect stages the configured methods need (imitation alone needs only expert data; RL step
-    groups branch the explored expert states)."""
+    groups branch the explored expert states; ``il_matched`` takes its budget from SR's data)."""
     methods = set(cfg.recipe.methods) | set(rl_starts(cfg))
-    explore = bool(methods & {"iwm", "sr"}) or (cfg.rl.step_groups.enabled and bool(rl_starts(cfg)))
-    return ["expert"] + (["explore"] if explore else []) + (["reflect"] if "sr" in methods else [])
+    reflect = bool(methods & {"sr", "il_matched"})
+    explore = reflect or "iwm" in methods or (cfg.rl.step_groups.enabled and bool(rl_starts(cfg)))
+    return ["expert"] + (["explore"] if explore else []) + (["reflect"] if reflect else [])
 
 
 def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> dict:

@@ -1,16 +1,21 @@
 """Across-seed statistics of collected results: the numbers ``report.json`` holds.
 
-Per method and split: the per-seed success rates, their mean and sample standard deviation (ddof=1;
-0 with one seed), the per-seed Wilson 95% intervals (averaged, and their overall range), the
-difference to ``il`` (mean and std of the per-seed differences, over seeds both have), and the means
-of score, invalid rate, steps and pass@k. Plus world-model metrics and training budgets per method,
-and the run's key settings.
+Per method and split: the success rate over seeds x tasks with its 95% interval (a two-way bootstrap
+over seeds and tasks, :mod:`ee_jax.report.stats`), the per-seed success rates with their mean and
+sample standard deviation (ddof=1; 0 with one seed) and per-seed Wilson intervals; the difference to
+``il`` paired by seed and task (mean, bootstrap 95% interval, ``significant`` only when the interval
+excludes 0; plus the per-seed differences' mean and std); and the means of score, invalid rate, steps and
+pass@k. Plus world-model metrics and training budgets per method (with a flag for a selected checkpoint
+that is the final step), and the run's key settings, with every privileged one named.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+
+from ee_jax.experience.generators import PRIVILEGED_GENERATORS
+from ee_jax.report.stats import paired_difference, success_interval
 
 BASELINE = "il"
 WM_KEYS = ("token_accuracy", "exact_match", "loss")
@@ -24,14 +29,28 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
 
 
+def task_matrix(per_seed: dict[str, dict], seeds: list[str], tasks: list[str]) -> list[list[float]]:
+    """``[seed][task]`` success from each seed's ``per_task`` (recomputed from the episode logs)."""
+    return [[per_seed[s]["per_task"][t] for t in tasks] for s in seeds]
+
+
+def common_tasks(*per_seeds: dict[str, dict], seeds: list[str]) -> list[str]:
+    """The task ids every given seed of every given method evaluated, sorted."""
+    sets = [set(p[s].get("per_task", {})) for p in per_seeds for s in seeds]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def _split_cell(per_seed: dict[str, dict], baseline: dict[str, dict] | None, is_baseline: bool) -> dict:
     """Statistics of one method x split; ``per_seed`` maps seed -> recomputed split summary."""
     seeds = list(per_seed)
     success = {s: per_seed[s]["success"] for s in seeds}
+    tasks = common_tasks(per_seed, seeds=seeds)
+    pooled = success_interval(task_matrix(per_seed, seeds, tasks)) if tasks else None
     cis = {s: list(per_seed[s]["success_ci95"]) for s in seeds}
     cell = {
         "seeds": seeds,
-        "success": {"per_seed": success, **mean_std(list(success.values()))},
+        "success": {"per_seed": success, **mean_std(list(success.values())),
+                    "pooled": pooled},
         "success_ci95": {"per_seed": cis,
                          "mean": [statistics.fmean(c[0] for c in cis.values()),
                                   statistics.fmean(c[1] for c in cis.values())],
@@ -49,7 +68,11 @@ def _split_cell(per_seed: dict[str, dict], baseline: dict[str, dict] | None, is_
     else:
         common = [s for s in seeds if s in baseline]
         diffs = {s: success[s] - baseline[s]["success"] for s in common}
-        cell["delta_vs_il"] = {"per_seed": diffs, **mean_std(list(diffs.values()))} if diffs else None
+        paired_tasks = common_tasks(per_seed, baseline, seeds=common)
+        paired = paired_difference(task_matrix(per_seed, common, paired_tasks),
+                                   task_matrix(baseline, common, paired_tasks)) if paired_tasks else None
+        cell["delta_vs_il"] = {"per_seed": diffs, **mean_std(list(diffs.values())), "paired": paired} \
+            if diffs else None
     return cell
 
 
@@ -74,8 +97,18 @@ def _training(per_seed: dict[str, dict]) -> dict:
             entry["selected_step"][seed] = st.get("selected_step")
             entry["selection"][seed] = st.get("selection")
     updates = {s: tr.get("updates") for s, tr in per_seed.items()}
+    at_end, evaluations = [], {}
+    for seed, tr in per_seed.items():
+        final = (tr.get("stages") or [{}])[-1]  # the stage whose checkpoint is reported
+        sel = final.get("selection") or {}
+        evaluations[seed] = sum(1 for e in sel.get("evaluations") or [] if e.get("score") is not None)
+        if sel.get("rule") == "best" and final.get("selected_step") is not None \
+                and final.get("selected_step") == final.get("steps"):
+            at_end.append(seed)
     return {"updates": {"per_seed": updates, **mean_std([u for u in updates.values() if isinstance(u, int | float)])},
-            "stages": stages}
+            "stages": stages, "selection_evaluations": evaluations,
+            # best-on-valid picked the final step: the method may still have been improving when its budget ended
+            "selected_final_step": at_end}
 
 
 def _get(cfg: dict, dotted: str, default=None):
@@ -118,6 +151,24 @@ def _expert_trajectories(run_dir: str, cfg: dict) -> dict:
     return {"source": "config", "trajectories_by_split": _get(cfg, "experience.tasks", {})}
 
 
+def privileged_settings(cfg: dict) -> list[str]:
+    """Settings that give a method information the others (and the paper's setting) do not have, each as
+    the label every table that uses it must carry; [] when there are none."""
+    out = []
+    methods = _get(cfg, "recipe.methods") or []
+    generator = _get(cfg, "experience.reflect.generator")
+    if "sr" in methods or "il_matched" in methods:
+        if generator in PRIVILEGED_GENERATORS:
+            out.append(f"SR reflections by {generator} ({PRIVILEGED_GENERATORS[generator]})")
+        elif generator in ("self", "http") and _get(cfg, "experience.reflect.show_reward"):
+            out.append(f"SR reflections by {generator} with experience.reflect.show_reward=true "
+                       "(privileged: the prompt shows the environment's reward)")
+        if generator == "http":
+            out.append(f"SR reflections from an endpoint serving {_get(cfg, 'experience.reflect.model')!r}: "
+                       "teacher-assisted unless it serves the policy itself")
+    return out
+
+
 def key_settings(results: dict) -> dict:
     """The settings a reader needs next to the numbers (from the run's config, data and evaluations)."""
     cfg = results["config"]
@@ -132,6 +183,7 @@ def key_settings(results: dict) -> dict:
         "explore_k": _get(cfg, "experience.explore.k"),
         "explore_strategy": _get(cfg, "experience.explore.strategy"),
         "reflection_generator": _get(cfg, "experience.reflect.generator"),
+        "privileged": privileged_settings(cfg),
         "epochs": _get(cfg, "recipe.epochs"), "wm_epochs": _get(cfg, "recipe.wm_epochs"),
         "train_steps": _get(cfg, "train.steps"), "batch_size": _get(cfg, "train.batch_size"),
         "seq_len": _get(cfg, "train.seq_len"), "lr": _get(cfg, "optimizer.lr"),

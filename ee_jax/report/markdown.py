@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-NAMES = {"il": "IL", "iwm": "IWM", "sr": "SR"}
+from ee_jax.experience.generators import PRIVILEGED_GENERATORS
+
+NAMES = {"il": "IL", "il_matched": "IL (SR's updates)", "iwm": "IWM", "sr": "SR"}
 DASH = "—"
 
 
@@ -41,23 +43,60 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def interval(mean: float, ci: list[float], signed: bool = False) -> str:
+    """``"42.0 [31.2, 53.1]"`` in percent (``+``-signed for differences)."""
+    f = "+.1f" if signed else ".1f"
+    return f"{100 * mean + 0.0:{f}} [{100 * ci[0] + 0.0:{f}}, {100 * ci[1] + 0.0:{f}}]"
+
+
 def success_table(report: dict) -> list[str]:
-    """Rows = methods, per split: success % (mean ± std over seeds), Δ vs IL (pp), per-seed Wilson CI."""
+    """Rows = methods, per split: success % over seeds x tasks [95% CI], and the paired Δ vs IL [95% CI]
+    (marked "significant" when the interval excludes 0)."""
     header = ["Method"]
     for split in report["splits"]:
-        header += [split, f"Δ vs IL ({split})", f"95% CI ({split})"]
+        header += [split, f"Δ vs IL ({split})"]
     rows = []
     for method in report["methods"]:
         row = [method_name(method)]
         for split in report["splits"]:
             cell = report["results"].get(method, {}).get(split)
             if cell is None:
-                row += [DASH, DASH, DASH]
+                row += [DASH, DASH]
                 continue
-            lo, hi = cell["success_ci95"]["mean"]
-            row += [pct(cell["success"]), pct(cell["delta_vs_il"], signed=True), f"{100 * lo:.1f}–{100 * hi:.1f}"]
+            pooled = cell["success"].get("pooled")
+            row.append(interval(pooled["mean"], pooled["ci95"]) if pooled else pct(cell["success"]))
+            paired = (cell.get("delta_vs_il") or {}).get("paired")
+            row.append(DASH if not paired else interval(paired["mean"], paired["ci95"], signed=True)
+                       + (" significant" if paired["significant"] else ""))
         rows.append(row)
     return _table(header, rows)
+
+
+def per_seed_table(report: dict) -> list[str]:
+    """Rows = methods, per split: success % mean ± std over seeds, and the per-seed differences to IL."""
+    header = ["Method"]
+    for split in report["splits"]:
+        header += [f"{split} (per seed)", f"Δ vs IL ({split}, per seed)"]
+    rows = []
+    for method in report["methods"]:
+        row = [method_name(method)]
+        for split in report["splits"]:
+            cell = report["results"].get(method, {}).get(split)
+            row += [DASH, DASH] if cell is None else [pct(cell["success"]), pct(cell["delta_vs_il"], signed=True)]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def flags(report: dict) -> list[str]:
+    """Warnings a reader must see next to the numbers: privileged settings, checkpoints selected at the
+    final step."""
+    out = [f"- **Privileged:** {p}." for p in report["settings"].get("privileged") or []]
+    for method in report["methods"]:
+        at_end = (report["training"].get(method) or {}).get("selected_final_step") or []
+        if at_end:
+            out.append(f"- **{method_name(method)}: still improving at the end of its budget**: the best valid "
+                       f"checkpoint is its final step (seed{'s' if len(at_end) > 1 else ''} {', '.join(at_end)}).")
+    return out
 
 
 def detail_table(report: dict) -> list[str]:
@@ -121,8 +160,10 @@ def training_table(report: dict) -> list[str]:
         stages = "; ".join(
             f"{name}: {_seed_values(st['steps'])} steps, selected {_seed_values(st['selected_step'])}"
             for name, st in tr["stages"].items())
-        rows.append([method_name(method), num(tr["updates"], 0), stages or DASH])
-    return _table(["Method", "Updates", "Stages (steps, selected step; per seed)"], rows) if rows else []
+        evals = _seed_values(tr.get("selection_evaluations") or {}) if tr.get("selection_evaluations") else DASH
+        rows.append([method_name(method), num(tr["updates"], 0), evals, stages or DASH])
+    return _table(["Method", "Updates", "Selection evaluations", "Stages (steps, selected step; per seed)"],
+                  rows) if rows else []
 
 
 def _seed_values(per_seed: dict) -> str:
@@ -153,7 +194,9 @@ def settings_lines(settings: dict) -> list[str]:
         f"- Model: {model.get('preset')}{size} (d_model {model.get('d_model')}, {model.get('num_layers')} layers)",
         f"- Expert data: {expert_text}",
         f"- Exploration: K = {settings.get('explore_k')} alternatives per state ({settings.get('explore_strategy')}); "
-        f"reflections: {settings.get('reflection_generator')}",
+        f"reflections: {settings.get('reflection_generator')}"
+        + (f" ({PRIVILEGED_GENERATORS[settings.get('reflection_generator')]})"
+           if settings.get("reflection_generator") in PRIVILEGED_GENERATORS else ""),
         f"- Training: {budget}, world model {settings.get('wm_epochs')} epochs (iwm); batch "
         f"{settings.get('batch_size')} x {settings.get('seq_len')} tokens, lr {settings.get('lr')}",
         f"- Checkpoint selection: {settings.get('select')} by valid {settings.get('select_metric')}",
@@ -182,9 +225,12 @@ def render_markdown(report: dict, plots: list[str]) -> str:
            f"Run `{report['run_dir']}`, {n} seed{'s' if n != 1 else ''} ({', '.join(map(str, report['seeds']))}), "
            f"written {report['created']}.", "",
            "## Success rate (%)", "",
-           "Mean ± sample std over seeds. Δ vs IL: mean ± std of the per-seed differences (points). "
-           "95% CI: each seed's Wilson interval over its episodes, averaged over seeds.", "",
-           *success_table(report), "", "## Details", "", *detail_table(report), ""]
+           "Success over every seed x task, with its 95% interval (bootstrap over seeds and tasks). Δ vs IL: "
+           "the paired difference (same seeds, same tasks), in points, with its 95% interval; \"significant\" "
+           "only when the interval excludes 0.", "",
+           *success_table(report), "", *([*flags(report), ""] if flags(report) else []),
+           "Per seed: mean ± sample std over seeds of each seed's success, and of the per-seed differences.", "",
+           *per_seed_table(report), "", "## Details", "", *detail_table(report), ""]
     rl = rl_table(report)
     if rl:
         out += ["## RL continuation: each start before and after", "",

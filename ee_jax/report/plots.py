@@ -9,7 +9,7 @@ import io
 
 from ee_jax.report.markdown import method_name, rl_start
 
-STAGE_ORDER = ("il", "iwm_wm", "iwm", "sr")
+STAGE_ORDER = ("il", "il_matched", "iwm_wm", "iwm", "sr")
 CURVES = (("train/loss", "train loss"), ("valid/loss", "valid loss"), ("valid/success", "valid success"))
 RL_CURVES = (("rl/reward", "rollout reward"), ("rl/success", "rollout success"), ("rl/invalid_rate", "invalid rate"),
              ("rl/kl", "KL to the start"), ("valid/success", "valid success (greedy)"))

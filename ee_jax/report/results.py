@@ -24,7 +24,7 @@ import os
 
 from ee_jax.eval.metrics import summarize_episodes
 
-METHOD_ORDER = ("il", "iwm", "sr")
+METHOD_ORDER = ("il", "il_matched", "iwm", "sr")
 # Numbers recomputed from the episodes are compared with the summary to this absolute tolerance:
 # loose enough for a different summation order, far tighter than one episode of any real split.
 TOLERANCE = 1e-6
@@ -82,7 +82,8 @@ def _differs(a, b) -> bool:
 
 def check_split(summary: dict, episodes_path: str, eval_path: str, split: str) -> dict:
     """Recompute ``summary`` (one split of ``eval_path``) from ``episodes_path`` and return the
-    recomputed numbers; a :class:`ReportError` naming both files when any reported number differs."""
+    recomputed numbers, plus ``per_task`` (task id -> share of its episodes won, for paired statistics); a
+    :class:`ReportError` naming both files when any reported number differs."""
     episodes = read_episodes(episodes_path)
     if not episodes:
         raise ReportError(f"{episodes_path}: no episodes, but {eval_path} reports split {split!r}")
@@ -99,7 +100,10 @@ def check_split(summary: dict, episodes_path: str, eval_path: str, split: str) -
         if key in got and _differs(value, got[key]):
             raise ReportError(f"{eval_path}: splits.{split}.{key} = {value!r}, but its episode log {episodes_path} "
                               f"gives {got[key]!r}; the summary and the log disagree (rerun the evaluation)")
-    return got
+    won: dict[str, list[float]] = {}
+    for e in episodes:
+        won.setdefault(str(e["task_id"]), []).append(float(bool(e["won"])))
+    return {**got, "per_task": {t: sum(v) / len(v) for t, v in won.items()}}
 
 
 def check_eval(path: str, seed_dir: str) -> dict:

@@ -9,6 +9,8 @@ import time
 from ee_jax.experience.store import atomic_write_text as atomic_write
 from ee_jax.report.markdown import method_name
 from ee_jax.report.plots import _colors, _figure, _png
+from ee_jax.sweep.data_efficiency import render_markdown as data_efficiency_markdown
+from ee_jax.sweep.data_efficiency import success_vs_fraction
 
 STYLES = ("-", "--", ":", "-.")
 
@@ -122,6 +124,8 @@ def render_markdown(report: dict) -> str:
         first = next(iter(plan.values()))
         lines += ["", f"MFU against {first['peak_source']}. Peak memory is the compiled step's arguments + outputs + "
                   "temporaries - donated buffers (XLA memory analysis)."]
+    if report.get("data_efficiency"):
+        lines += ["", *data_efficiency_markdown(report["data_efficiency"])]
     if report["plots"]:
         lines += ["", "## Plots", ""] + [f"![{p}](plots/{p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
@@ -133,7 +137,9 @@ def write_scaling_report(run_dir: str, report: dict) -> dict:
     figures = {"success_vs_params.png": success_curves(report["rows"], report["efficiency"]["split"], "params",
                                                        "parameters"),
                "success_vs_flops.png": success_curves(report["rows"], report["efficiency"]["split"],
-                                                      "train_flops_mean", "training FLOPs")}
+                                                      "train_flops_mean", "training FLOPs"),
+               "success_vs_data.png": success_vs_fraction(report["data_efficiency"])
+               if report.get("data_efficiency") else None}
     report["plots"] = []
     for name, png in figures.items():
         if png is not None:

@@ -100,6 +100,7 @@ def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = Fa
 def build_scaling_report(sweep: SweepConfig) -> dict:
     """Aggregate the points' reports (and planning figures, when measured) into the scaling report."""
     from ee_jax.pipeline.timings import TIMINGS_FILE, read_timings
+    from ee_jax.sweep.data_efficiency import data_efficiency
     from ee_jax.sweep.report import write_scaling_report
     from ee_jax.sweep.scaling import efficiency, point_rows, summarize
 
@@ -120,9 +121,14 @@ def build_scaling_report(sweep: SweepConfig) -> dict:
     rows = summarize(rows)
     planning = _status(os.path.join(sweep.run_dir, "sweep_status.json")).get("planning", {})
     title = f"{os.path.basename(sweep.base)} over {len(sweep.sizes)} sizes"
+    fractions = None
+    if len(sweep.data_fractions) > 1:
+        fractions = data_efficiency([(p.fraction, p.size, p.run_dir) for p in sweep_points(sweep)
+                                     if p.name not in missing], sweep.split)
     return write_scaling_report(sweep.run_dir, {
         "title": title, "sweep": sweep_to_dict(sweep), "rows": rows, "missing_points": missing,
         "efficiency": efficiency(rows, sweep.split, sweep.match_margin), "planning": planning,
+        "data_efficiency": fractions,
     })
 
 

@@ -30,6 +30,8 @@ class SweepConfig:
     methods: list[str] = field(default_factory=lambda: ["il", "iwm", "sr"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     data_fractions: list[float] = field(default_factory=lambda: [1.0])  # share of the base's train tasks
+    # methods trained at the largest data fraction only, e.g. [il_matched]: imitation for SR's update count
+    full_data_methods: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # key=value for the base config, every point
     size_overrides: dict[str, list[str]] = field(default_factory=dict)  # e.g. {ee-50m: [optimizer.lr=1e-3]}
     split: str = "test"  # the split the scaling answer is read on (ood is reported too)
@@ -80,8 +82,11 @@ def validate_sweep(s: SweepConfig, path: str = "sweep") -> None:
     unknown = sorted(set(s.size_overrides) - set(s.sizes))
     if unknown:
         bad("size_overrides", unknown, f"keys among sizes {s.sizes}")
-    if not s.methods or not set(s.methods) <= {"il", "iwm", "sr"} or "il" not in s.methods:
-        bad("methods", s.methods, "il plus any of iwm, sr (imitation is the baseline every answer compares to)")
+    if not s.methods or not set(s.methods) <= {"il", "il_matched", "iwm", "sr"} or "il" not in s.methods:
+        bad("methods", s.methods, "il plus any of il_matched, iwm, sr (imitation is the baseline every answer "
+                                  "compares to)")
+    if not set(s.full_data_methods) <= {"il_matched", "iwm", "sr"} or set(s.full_data_methods) & set(s.methods):
+        bad("full_data_methods", s.full_data_methods, "any of il_matched, iwm, sr not already in methods")
     if not s.seeds or len(set(s.seeds)) != len(s.seeds):
         bad("seeds", s.seeds, "a non-empty list of distinct integers")
     if not s.data_fractions or any(not 0 < f <= 1 for f in s.data_fractions):
@@ -103,10 +108,11 @@ def sweep_points(s: SweepConfig) -> list[SweepPoint]:
     points = []
     for fraction in s.data_fractions:
         tasks = max(1, round(fraction * int(base_train)))
+        methods = [*s.methods, *(s.full_data_methods if fraction == max(s.data_fractions) else [])]
         for size in s.sizes:
             run_dir = os.path.join(s.run_dir, f"f{fraction:g}", size)
             over = [*s.overrides, f"model.preset={size}", *s.size_overrides.get(size, []),
-                    f"experience.tasks.train={tasks}", f"recipe.methods=[{','.join(s.methods)}]",
+                    f"experience.tasks.train={tasks}", f"recipe.methods=[{','.join(methods)}]",
                     f"recipe.seeds=[{','.join(map(str, s.seeds))}]", f"run_dir={run_dir}"]
             points.append(SweepPoint(fraction, size, run_dir, tuple(over)))
     return points

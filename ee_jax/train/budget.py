@@ -4,7 +4,9 @@
 ``iwm``: stage ``iwm_wm`` takes ``recipe.wm_epochs`` epochs over the transitions, at most
 ``recipe.wm_max_fraction`` of the budget; stage ``iwm`` imitates for the rest: the same total as ``il``.
 ``sr``: ``recipe.epochs`` epochs over reflections + expert steps (more updates than ``il``, as in the
-paper: the same number of *epochs*). ``recipe.epochs = 0`` gives every method ``train.steps`` updates.
+paper: the same number of *epochs*). ``il_matched``: the control for that difference: imitation on the
+expert steps for exactly ``sr``'s number of updates. ``recipe.epochs = 0`` gives every method
+``train.steps`` updates.
 
 An epoch is one pass of the actual pipeline (rendered, packed, batched), counted, so the step counts
 hold whatever the packing fill.
@@ -17,8 +19,11 @@ import math
 
 from ee_jax.config import Config
 
-METHOD_STAGES = {"il": ("il",), "iwm": ("iwm_wm", "iwm"), "sr": ("sr",)}
-STAGE_OBJECTIVE = {"il": "il", "iwm_wm": "iwm", "iwm": "il", "sr": "sr"}
+METHOD_STAGES = {"il": ("il",), "il_matched": ("il_matched",), "iwm": ("iwm_wm", "iwm"), "sr": ("sr",)}
+STAGE_OBJECTIVE = {"il": "il", "il_matched": "il", "iwm_wm": "iwm", "iwm": "il", "sr": "sr"}
+BUDGET_OBJECTIVES = {"il": ("il",), "il_matched": ("il", "sr"), "iwm": ("il", "iwm"), "sr": ("sr",)}
+"""The datasets whose size sets each method's number of updates (``il_matched`` trains on ``il`` data for
+``sr``'s budget)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +79,8 @@ def plan_method(cfg: Config, method: str, tokenizer, data_dir: str) -> list[Stag
         return [StagePlan("il", "il", budget("il"), per_epoch("il"), r.init)]
     if method == "sr":
         return [StagePlan("sr", "sr", budget("sr"), per_epoch("sr"), r.init)]
+    if method == "il_matched":  # imitation data, SR's update count
+        return [StagePlan("il_matched", "il", budget("sr"), per_epoch("il"), r.init)]
     total = budget("il")
     wm_epoch = per_epoch("iwm") or steps_per_epoch(cfg, "iwm", tokenizer, data_dir)
     wm = min(max(1, math.ceil(r.wm_epochs * wm_epoch)), math.floor(r.wm_max_fraction * total))

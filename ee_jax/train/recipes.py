@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 
 import jax
 
 from ee_jax.config import Config, config_to_dict
-from ee_jax.train.budget import METHOD_STAGES, STAGE_OBJECTIVE, StagePlan, plan_method
+from ee_jax.train.budget import BUDGET_OBJECTIVES, METHOD_STAGES, STAGE_OBJECTIVE, StagePlan, plan_method
 
 
 def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
@@ -30,7 +31,8 @@ def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
 
     d = config_to_dict(cfg)
     manifest = load_manifest(data_dir)
-    kinds = sorted({k for st in METHOD_STAGES[method] for k in sources_for(STAGE_OBJECTIVE[st], cfg)})
+    objectives = {STAGE_OBJECTIVE[st] for st in METHOD_STAGES[method]} | set(BUDGET_OBJECTIVES[method])
+    kinds = sorted({k for obj in objectives for k in sources_for(obj, cfg)})
     return {
         "method": method, "seed": cfg.seed,
         **{k: d[k] for k in ("model", "optimizer", "data", "prompt")},
@@ -126,6 +128,15 @@ def episode_evaluator(cfg: Config, graphdef, tokenizer, mesh):
     return evaluate_fn
 
 
+def selection_eval_steps(steps: int, n: int) -> set[int] | None:
+    """The steps after which a stage of ``steps`` updates is evaluated for checkpoint selection:
+    ``ceil(i * steps / n)`` for i = 1..n (the last is the final step); None for ``n = 0`` (use
+    ``train.eval_every``). Fewer than ``n`` when the stage has fewer than ``n`` steps."""
+    if n <= 0:
+        return None
+    return {math.ceil(i * steps / n) for i in range(1, n + 1)}
+
+
 def train_stage(cfg: Config, plan: StagePlan, tokenizer, mesh, data_dir: str, *, progress: bool = True):
     """Run (or resume) one stage; returns its :class:`~ee_jax.train.trainer.FitResult`."""
     from ee_jax.data.experience_dataset import experience_batches, to_train_batch
@@ -145,11 +156,12 @@ def train_stage(cfg: Config, plan: StagePlan, tokenizer, mesh, data_dir: str, *,
         evaluate_fn = episode_evaluator(scfg, abstract_model(cfg.model, mesh)[0], tokenizer, mesh)
     meta = {"objective": plan.objective, "init": plan.init, "init_source": source, "seed": cfg.seed,
             "steps_per_epoch": plan.steps_per_epoch}
+    steps = selection_eval_steps(plan.steps, cfg.recipe.selection_evals) if select == "best" else None
     try:
         return fit(scfg, mesh, batches, to_train_batch, stage=plan.stage,
                    valid_batches=_valid_loss_batches(scfg, plan.objective, tokenizer, data_dir),
                    evaluate_fn=evaluate_fn, select=select, select_metric=cfg.recipe.select_metric, params=params,
-                   metadata=meta, progress=progress)
+                   metadata=meta, progress=progress, eval_steps=steps)
     finally:
         batches.close()
 

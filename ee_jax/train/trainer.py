@@ -49,7 +49,8 @@ def global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
 def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str, np.ndarray]], *,
         stage: str = "lm", valid_batches: Callable[[], Iterator] | None = None,
         evaluate_fn: Callable[[Any, int], dict] | None = None, select: str = "last", select_metric: str = "loss",
-        params=None, metadata: dict | None = None, progress: bool = True) -> FitResult:
+        params=None, metadata: dict | None = None, progress: bool = True,
+        eval_steps: set[int] | None = None) -> FitResult:
     """Train ``cfg.train.steps`` optimizer steps on ``batches`` (an iterator with get_state/set_state).
 
     ``to_batch`` turns one item of ``batches`` into the host arrays of :data:`BATCH_KEYS`. Every
@@ -59,6 +60,8 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
     recorded as the stage's selection (:mod:`ee_jax.train.selection`). ``params`` replaces random
     initialisation (a previous stage, imported weights). Raises :class:`TrainingInterrupted` after
     checkpointing on SIGTERM / SIGINT, :class:`NonFiniteLossError` on a NaN / inf loss.
+    ``eval_steps`` replaces the ``train.eval_every`` schedule: evaluate after exactly these steps (and not
+    where a run stops early), so methods of different lengths get the same evaluations.
     """
     t = cfg.train
     tx = make_optimizer(cfg.optimizer, t.steps)
@@ -145,7 +148,8 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
                     history.append({"step": done, **m})
                     bar.set_postfix(loss=f"{m['loss']:.3f}")
                 score = None
-                if evaluating and (done % t.eval_every == 0 or done == end):
+                due = done in eval_steps if eval_steps is not None else (done % t.eval_every == 0 or done == end)
+                if evaluating and due:
                     check(pending)
                     ev = evaluate(eval_fn, state.params, valid_batches(), to_batch, mesh) if eval_fn else {}
                     if evaluate_fn is not None:

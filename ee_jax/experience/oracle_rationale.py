@@ -1,13 +1,16 @@
-"""The ``template`` reflection generator's text: a deterministic rationale from the environment's feedback.
+"""The ``oracle_template`` reflection generator's text: a rationale from the environment's hidden feedback.
 
-For scratch models and tests (records written with it are labelled ``template``): no language
-model, no randomness. :func:`template_rationale` states the goal, what the expert action leads to
-(and what it achieves: the task completed, progress, or an environment-specific reason), then what
-each alternative led to, quoting the leading sentences of its observation (at most ``QUOTE_CHARS``
-characters, boilerplate the environment repeats on every page left out) and saying why that is worse
-(rejected, ends the episode without success, loses or makes less progress, or no closer to the
-goal), and ends with "So I will `<expert action>`.". Alternatives with the same observation are
-grouped in one sentence.
+**Privileged** (reports label it "privileged: reward + hand-written notes"): its verdicts come from the
+environment's reward / won / valid / done flags, which the paper's reflection prompt never shows, and it
+adds hand-written per-environment notes. Kept as a labelled variant for comparison; the default writer
+is :mod:`ee_jax.experience.grounded`. No language model, no randomness.
+
+:func:`oracle_template_rationale` states the goal, what the expert action leads to (and what it achieves: the
+task completed, progress, or an environment-specific reason), then what each alternative led to, quoting the
+leading sentences of its observation (at most ``QUOTE_CHARS`` characters, boilerplate the environment repeats
+on every page left out) and saying why that is worse (rejected, ends the episode without success, loses or
+makes less progress, or no closer to the goal), and ends with "So I will `<expert action>`.". Alternatives
+with the same observation are grouped in one sentence.
 
 Environment-specific notes come from a small table keyed by environment name (:data:`NOTES`): a
 price above the budget in the goal (``shop``, ``travel``), the option value the goal asks for
@@ -21,53 +24,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ee_jax.experience.quoting import GOAL_CHARS, code, join_actions, quote
 from ee_jax.experience.reflection import ReflectionCase
 from ee_jax.experience.schema import Outcome, State
 
 RATIONALE_VERSION = "template-v1"
 """Version of the text rules below; recorded in the manifest's generator settings."""
-
-QUOTE_CHARS = 140
-GOAL_CHARS = 240
-
-
-# ------------------------------------------------------------------------------------------- text helpers
-def clip_words(text: str, limit: int) -> str:
-    """``text`` cut at a word boundary to at most ``limit`` characters (``...`` marks a cut)."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
-    return cut.rstrip(",;:") + "..."
-
-
-def lead(text: str, limit: int = QUOTE_CHARS) -> str:
-    """The first line's leading sentences: the first one, plus the next while they fit in ``limit``
-    characters (sentences end at ``.``, ``!`` or ``?`` followed by whitespace)."""
-    line = next((x.strip() for x in text.strip().splitlines() if x.strip()), "")
-    parts = re.split(r"(?<=[.!?])\s+", line)
-    shown = parts[0]
-    for p in parts[1:]:
-        if len(shown) + 1 + len(p) > limit:
-            break
-        shown += " " + p
-    return shown
-
-
-def quote(text: str, limit: int = QUOTE_CHARS, whole: bool = False) -> str:
-    """``text``'s leading sentences (all of it if ``whole``), clipped, in double quotes (inner double
-    quotes become single)."""
-    shown = clip_words(text if whole else lead(text, limit), limit)
-    return '"' + shown.replace('"', "'").rstrip(".") + '"'
-
-
-def code(action: str) -> str:
-    return f"`{action}`"
-
-
-def join_actions(actions: list[str]) -> str:
-    shown = [code(a) for a in actions]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
 
 
 # ------------------------------------------------------------------------------------------- env notes
@@ -328,7 +290,7 @@ def _alternative_sentences(case: ReflectionCase, notes: Notes) -> list[str]:
     return out
 
 
-def template_rationale(case: ReflectionCase) -> str:
+def oracle_template_rationale(case: ReflectionCase) -> str:
     """The deterministic rationale of ``case`` (rules in the module docstring)."""
     notes = NOTES.get(case.env, Notes)()
     parts = [f"My task: {quote(case.state.goal, GOAL_CHARS, whole=True)}."]
