@@ -51,6 +51,7 @@ _API = {
     "run_episodes": "ee_jax.eval", "evaluate_policy": "ee_jax.eval", "world_model_metrics": "ee_jax.eval",
     "summarize_episodes": "ee_jax.eval", "run_experiment": "ee_jax.pipeline.experiment",
     "build_report": "ee_jax.report", "collect_results": "ee_jax.report",
+    "paired_difference": "ee_jax.report", "grounded_rationale": "ee_jax.experience.grounded",
     # RL continuation
     "train_rl": "ee_jax.rl.trainer", "collect_rollouts": "ee_jax.rl.rollout",
     "grpo_advantages": "ee_jax.rl.advantages", "step_group_advantages": "ee_jax.rl.advantages",

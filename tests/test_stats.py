@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from ee_jax.eval.metrics import wilson_interval
-from ee_jax.report.stats import bootstrap_ci, paired_difference, success_interval, wilson
+from ee_jax.report.stats import bootstrap_ci, newcombe_paired, paired_difference, success_interval, wilson
+
+Z = 1.959963984540054
 
 
 def test_wilson_matches_the_formula_and_the_evaluation():
@@ -45,19 +47,44 @@ def test_paired_difference_and_significance():
     d = paired_difference(a, b)
     assert d["mean"] == pytest.approx(0.8) and d["seeds"] == 2 and d["tasks"] == 10
     assert d["ci95"][0] > 0 and d["significant"]
-    # the same tasks won and lost by both methods: every paired difference is 0
+    # the same tasks won and lost by both methods: every paired difference is 0, but 20 pairs cannot show
+    # the difference is exactly 0: Newcombe's interval keeps its width where the bootstrap has none
     same = paired_difference(a, a)
-    assert same == {"mean": 0.0, "ci95": [0.0, 0.0], "significant": False, "seeds": 2, "tasks": 10}
+    assert same["mean"] == 0.0 and same["ci95"][0] < -0.05 and same["ci95"][1] > 0.05 and not same["significant"]
+    assert bootstrap_ci(np.subtract(a, a)) == (0.0, 0.0)
     # a gain on one task of ten is not significant
     one = paired_difference([[1] + [0] * 9], [[0] * 10])
-    assert one["mean"] == pytest.approx(0.1) and one["ci95"][0] == 0.0 and not one["significant"]
+    assert one["mean"] == pytest.approx(0.1) and one["ci95"][0] < 0 and not one["significant"]
     # a loss everywhere is significant, with a negative interval
     assert paired_difference(b, a)["ci95"][1] < 0 and paired_difference(b, a)["significant"]
     with pytest.raises(ValueError, match="one shape"):
         paired_difference([[1, 0]], [[1, 0, 1]])
 
 
-def test_success_interval_fields():
+def test_success_interval_fields_and_a_method_that_never_wins():
     got = success_interval([[1, 0, 1, 1], [0, 0, 1, 1]])
     assert got["mean"] == pytest.approx(0.625) and got["seeds"] == 2 and got["tasks"] == 4
     assert got["ci95"][0] <= 0.625 <= got["ci95"][1]
+    # 0 of 32: not [0, 0] (the bootstrap's) but Wilson's [0, z^2 / (n + z^2)]
+    none = success_interval([[0.0] * 32])
+    assert none["ci95"] == pytest.approx([0.0, Z * Z / (32 + Z * Z)])
+    # fractions (several samples per task): the bootstrap alone
+    assert success_interval([[0.5, 0.5]])["ci95"] == [0.5, 0.5]
+
+
+def test_newcombe_paired_by_hand():
+    # no discordant pair and no success: phi = 0, the interval is +- the Wilson upper end of 0/n
+    w = Z * Z / (32 + Z * Z)
+    assert newcombe_paired([0] * 32, [0] * 32) == pytest.approx((-w, w))
+    # 10 pairs: both won 2, only a 3, only b 1, neither 4 -> p1 = 0.5, p2 = 0.3
+    a = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    b = [1, 1, 0, 0, 0, 1, 0, 0, 0, 0]
+    l1, u1 = wilson(5, 10)
+    l2, u2 = wilson(3, 10)
+    phi = (2 * 4 - 3 * 1) / math.sqrt(5 * 5 * 3 * 7)
+    lo = 0.2 - math.sqrt((0.5 - l1) ** 2 - 2 * phi * (0.5 - l1) * (u2 - 0.3) + (u2 - 0.3) ** 2)
+    hi = 0.2 + math.sqrt((u1 - 0.5) ** 2 - 2 * phi * (u1 - 0.5) * (0.3 - l2) + (0.3 - l2) ** 2)
+    assert newcombe_paired(a, b) == pytest.approx((lo, hi))
+    assert lo < 0 < hi  # 3 against 1 discordant pairs: not significant
+    # the same data reversed: the interval mirrors
+    assert newcombe_paired(b, a) == pytest.approx((-hi, -lo))

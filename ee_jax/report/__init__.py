@@ -7,5 +7,7 @@ the raw per-seed results, each evaluation summary recomputed from (and checked a
 from ee_jax.report.aggregate import aggregate, mean_std
 from ee_jax.report.build import build_report
 from ee_jax.report.results import ReportError, collect_results
+from ee_jax.report.stats import bootstrap_ci, paired_difference, success_interval
 
-__all__ = ["ReportError", "aggregate", "build_report", "collect_results", "mean_std"]
+__all__ = ["ReportError", "aggregate", "bootstrap_ci", "build_report", "collect_results", "mean_std",
+           "paired_difference", "success_interval"]

@@ -22,9 +22,11 @@ def build_report(run_dir: str, *, title: str | None = None) -> dict:
 
     Returns the report (the content of ``report.json``): ``title``, ``run_dir``, ``created``,
     ``seeds``, ``methods``, ``splits``, ``results`` (method -> split -> success per seed, mean, std,
-    Wilson CIs, ``delta_vs_il``, score, reward, invalid_rate, steps, ``pass@k``), ``world_model``,
-    ``training``, ``settings``, ``table`` (the success table as markdown text) and ``plots`` (file
-    names under ``plots/``).
+    ``pooled`` (over seeds x tasks, bootstrap 95% interval), per-seed Wilson CIs, ``delta_vs_il`` (per
+    seed, and ``paired`` by seed and task with its interval and ``significant``), score, reward,
+    invalid_rate, steps, ``pass@k``), ``world_model``, ``training`` (with ``selection_evaluations`` and
+    ``selected_final_step``), ``settings`` (with ``privileged``), ``table`` (the success table as markdown
+    text) and ``plots`` (file names under ``plots/``).
     """
     results = collect_results(run_dir)
     report = {

@@ -225,9 +225,10 @@ def render_markdown(report: dict, plots: list[str]) -> str:
            f"Run `{report['run_dir']}`, {n} seed{'s' if n != 1 else ''} ({', '.join(map(str, report['seeds']))}), "
            f"written {report['created']}.", "",
            "## Success rate (%)", "",
-           "Success over every seed x task, with its 95% interval (bootstrap over seeds and tasks). Δ vs IL: "
-           "the paired difference (same seeds, same tasks), in points, with its 95% interval; \"significant\" "
-           "only when the interval excludes 0.", "",
+           "Success over every seed x task, with its 95% interval (the wider of a bootstrap over seeds and "
+           "tasks and the pooled Wilson interval). Δ vs IL: the paired difference (same seeds, same tasks), in "
+           "points, with its 95% interval (the wider of the same bootstrap and Newcombe's paired interval); "
+           "\"significant\" only when the interval excludes 0.", "",
            *success_table(report), "", *([*flags(report), ""] if flags(report) else []),
            "Per seed: mean ± sample std over seeds of each seed's success, and of the per-seed differences.", "",
            *per_seed_table(report), "", "## Details", "", *detail_table(report), ""]
