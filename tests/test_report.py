@@ -376,3 +376,21 @@ def test_data_efficiency_pairs_across_fractions_by_hand(tmp_path):
     md = "\n".join(render_markdown(got))
     assert "| ee-1m | 0.5 | SR | 2 | 70.0 [" in md and "at no fraction of the expert data" in md
     assert success_vs_fraction(got)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("reflect,expected", [
+    ({"generator": "grounded"}, []),
+    ({"generator": "template"}, ["SR reflections by template (privileged: reward + hand-written notes; "
+                                 "oracle_template's name before 2026-12)"]),
+    ({"generator": "self", "show_reward": False}, []),
+    ({"generator": "self", "show_reward": True}, ["SR reflections by self with the environment's reward in the "
+                                                  "prompt (privileged: experience.reflect.show_reward)"]),
+    ({"generator": "self"}, ["SR reflections by self with the environment's reward in the prompt (privileged: "
+                             "experience.reflect.show_reward)"]),  # recorded before the key existed
+])
+def test_privileged_settings_of_old_and_new_runs(reflect, expected):
+    from ee_jax.report.aggregate import privileged_settings
+
+    cfg = {"recipe": {"methods": ["il", "sr"]}, "experience": {"reflect": reflect}}
+    assert privileged_settings(cfg) == expected
+    assert privileged_settings({**cfg, "recipe": {"methods": ["il", "iwm"]}}) == []  # no reflections trained on

@@ -186,3 +186,18 @@ def test_bad_sweep_files_name_the_key(tmp_path, change, message):
     with pytest.raises(ConfigError) as e:
         load_sweep(_sweep_file(tmp_path, **change))
     assert message in str(e.value)
+
+
+def test_committed_sweep_reports_again_and_names_its_privileged_reflections(tmp_path):
+    """The committed CPU sweep (recorded with the generator then called `template`) still builds its report
+    from the copy, every number re-checked against the episode logs, and the report names the privilege."""
+    import shutil
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    copy = tmp_path / "sweep"
+    shutil.copytree(os.path.join(root, "docs", "results", "sweep-twx-cpu"), copy,
+                    ignore=shutil.ignore_patterns("data", "tokenizer", "plots"))
+    out = _cli(os.path.join(root, "configs", "sweeps", "scaling-twx-cpu.yaml"), f"run_dir={copy}", "--report-only")
+    md = (copy / "scaling.md").read_text(encoding="utf-8")
+    assert "**Privileged:** SR reflections by template (privileged: reward + hand-written notes" in md
+    assert out["privileged"] and len(out["rows"]) == 12  # 4 sizes x 3 methods

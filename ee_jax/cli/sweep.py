@@ -72,8 +72,9 @@ def cmd_sweep(args) -> None:
     if "rows" not in report:
         _emit(args, note.strip(), {"stopped": stopped})
         return
-    _emit(args, _summary(report) + note, {k: report[k] for k in ("rows", "efficiency", "planning", "plots",
-                                                                 "missing_points")}
+    _emit(args, _summary(report) + note, {k: report.get(k) for k in ("rows", "efficiency", "planning", "plots",
+                                                                     "missing_points", "privileged",
+                                                                     "data_efficiency")}
           | {"report": os.path.join(sweep.run_dir, "scaling.md"), "stopped": stopped})
 
 

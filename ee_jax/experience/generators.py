@@ -37,7 +37,8 @@ from ee_jax.experience.reflection import PROMPT_VERSION, ReflectionCase, case_se
 log = logging.getLogger(__name__)
 
 GENERATORS = ("grounded", "oracle_template", "self", "http")
-PRIVILEGED_GENERATORS = {"oracle_template": "privileged: reward + hand-written notes"}
+PRIVILEGED_GENERATORS = {"oracle_template": "privileged: reward + hand-written notes",
+                         "template": "privileged: reward + hand-written notes; oracle_template's name before 2026-12"}
 """Generators whose text uses information the paper's reflection prompt does not show, with their label."""
 MAX_ERROR_MESSAGES = 20
 

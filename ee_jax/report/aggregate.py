@@ -160,9 +160,10 @@ def privileged_settings(cfg: dict) -> list[str]:
     if "sr" in methods or "il_matched" in methods:
         if generator in PRIVILEGED_GENERATORS:
             out.append(f"SR reflections by {generator} ({PRIVILEGED_GENERATORS[generator]})")
-        elif generator in ("self", "http") and _get(cfg, "experience.reflect.show_reward"):
-            out.append(f"SR reflections by {generator} with experience.reflect.show_reward=true "
-                       "(privileged: the prompt shows the environment's reward)")
+        elif generator in ("self", "http") and _get(cfg, "experience.reflect.show_reward", True):
+            # a run recorded before the setting existed (no key) had the reward notes in every prompt
+            out.append(f"SR reflections by {generator} with the environment's reward in the prompt "
+                       "(privileged: experience.reflect.show_reward)")
         if generator == "http":
             out.append(f"SR reflections from an endpoint serving {_get(cfg, 'experience.reflect.model')!r}: "
                        "teacher-assisted unless it serves the policy itself")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ee_jax.experience.generators import PRIVILEGED_GENERATORS
 
 NAMES = {"il": "IL", "il_matched": "IL (SR's updates)", "iwm": "IWM", "sr": "SR"}
@@ -218,11 +220,19 @@ def settings_lines(settings: dict) -> list[str]:
     return lines
 
 
+def shown_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (a report committed from a checkout
+    names no machine's absolute path), else as it is."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def render_markdown(report: dict, plots: list[str]) -> str:
     """The whole ``report.md``; ``plots`` are file names under ``plots/`` to link."""
     n = len(report["seeds"])
     out = [f"# {report['title']}", "",
-           f"Run `{report['run_dir']}`, {n} seed{'s' if n != 1 else ''} ({', '.join(map(str, report['seeds']))}), "
+           f"Run `{shown_path(report['run_dir'])}`, {n} seed{'s' if n != 1 else ''} "
+           f"({', '.join(map(str, report['seeds']))}), "
            f"written {report['created']}.", "",
            "## Success rate (%)", "",
            "Success over every seed x task, with its 95% interval (the wider of a bootstrap over seeds and "

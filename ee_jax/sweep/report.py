@@ -79,6 +79,8 @@ def render_markdown(report: dict) -> str:
     lines = [f"# Scaling: {report['title']}", "",
              f"Base config `{s['base']}`; sizes {', '.join(s['sizes'])}; methods {', '.join(s['methods'])}; "
              f"seeds {s['seeds']}; data fractions {s['data_fractions']}. Created {report['created']}.", "",
+             *[f"**Privileged:** {p}." for p in report.get("privileged") or []],
+             *([""] if report.get("privileged") else []),
              "## Success by size and method", "",
              "| data | size | params | method | updates | training FLOPs | train + eval time / seed | test | ood |",
              "|---|---|---|---|---|---|---|---|---|"]

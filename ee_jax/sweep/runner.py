@@ -18,6 +18,7 @@ import time
 
 from ee_jax.config import Config, load_config
 from ee_jax.experience.store import atomic_write_text as atomic_write
+from ee_jax.report.results import read_config
 from ee_jax.sweep.spec import SweepConfig, SweepPoint, sweep_points, sweep_to_dict
 
 LAUNCHERS = ("slurm", "tpu")
@@ -25,6 +26,13 @@ LAUNCHERS = ("slurm", "tpu")
 
 def point_config(sweep: SweepConfig, point: SweepPoint) -> Config:
     return load_config(sweep.base, list(point.overrides))
+
+
+def recorded_config(path: str) -> Config:
+    """A point's recorded ``config.yaml``; a run recorded before the ``template`` reflection generator was
+    renamed ``oracle_template`` (2026-12) reads as the new name, so old results still report."""
+    legacy = (read_config(os.path.dirname(path)).get("experience") or {}).get("reflect", {}).get("generator")
+    return load_config(path, ["experience.reflect.generator=oracle_template"] if legacy == "template" else [])
 
 
 def shares_data(cfg: Config) -> bool:
@@ -100,6 +108,7 @@ def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = Fa
 def build_scaling_report(sweep: SweepConfig) -> dict:
     """Aggregate the points' reports (and planning figures, when measured) into the scaling report."""
     from ee_jax.pipeline.timings import TIMINGS_FILE, read_timings
+    from ee_jax.report.aggregate import privileged_settings
     from ee_jax.sweep.data_efficiency import data_efficiency
     from ee_jax.sweep.report import write_scaling_report
     from ee_jax.sweep.scaling import efficiency, point_rows, summarize
@@ -113,7 +122,7 @@ def build_scaling_report(sweep: SweepConfig) -> dict:
         with open(path, encoding="utf-8") as f:
             report = json.load(f)
         rows += point_rows({"fraction": point.fraction, "size": point.size}, report,
-                           load_config(os.path.join(point.run_dir, "config.yaml")),
+                           recorded_config(os.path.join(point.run_dir, "config.yaml")),
                            read_timings(os.path.join(point.run_dir, TIMINGS_FILE)))
     if missing and not rows:
         raise FileNotFoundError(f"no point of the sweep in {sweep.run_dir} has a report yet (missing: "
@@ -125,8 +134,11 @@ def build_scaling_report(sweep: SweepConfig) -> dict:
     if len(sweep.data_fractions) > 1:
         fractions = data_efficiency([(p.fraction, p.size, p.run_dir) for p in sweep_points(sweep)
                                      if p.name not in missing], sweep.split)
+    done = [p for p in sweep_points(sweep) if p.name not in missing]
+    privileged = privileged_settings(read_config(done[0].run_dir)) if done else []
     return write_scaling_report(sweep.run_dir, {
         "title": title, "sweep": sweep_to_dict(sweep), "rows": rows, "missing_points": missing,
+        "privileged": privileged,
         "efficiency": efficiency(rows, sweep.split, sweep.match_margin), "planning": planning,
         "data_efficiency": fractions,
     })
