@@ -155,4 +155,4 @@ def test_every_shipped_config_loads_and_validates(monkeypatch, tmp_path):
     frac = load_config(os.path.join(root, "experiments", "analysis", "household-expert-1of8.yaml"))
     base = load_config(os.path.join(root, "experiments", "household.yaml"))
     assert frac.experience.tasks["train"] * 8 == base.experience.tasks["train"]
-    assert frac.experience.explore.k == base.experience.explore.k and frac.recipe.seeds == [0, 1, 2]
+    assert frac.experience.explore.k == base.experience.explore.k and frac.recipe.seeds == [0, 1, 2, 3, 4]
