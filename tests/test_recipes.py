@@ -213,3 +213,12 @@ def test_settings_added_after_a_run_at_their_defaults_do_not_block_its_resume():
     assert _diff(old, {**new, "model": dict(new["model"], lora_rank=4)}, defaults) == ["model.lora_rank"]
     assert _diff(old, {**new, "model": dict(new["model"], d_model=64)}, defaults) == ["model.d_model"]
     assert _diff(new, old, defaults) == ["model.lora_alpha", "model.lora_rank", "model.lora_targets"]
+
+
+def test_il_matched_makes_the_main_job_collect_reflections():
+    """il_matched's budget is counted on SR's data, so the main job collects explore + reflect for it."""
+    from ee_jax.pipeline.experiment import collection_stages
+
+    assert collection_stages(_config("runs/x", "recipe.methods=[il]")) == ["expert"]
+    assert collection_stages(_config("runs/x", "recipe.methods=[il,il_matched]")) == ["expert", "explore", "reflect"]
+    assert collection_stages(_config("runs/x", "recipe.methods=[il,iwm]")) == ["expert", "explore"]
