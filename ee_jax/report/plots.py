@@ -39,7 +39,8 @@ def _colors(n: int) -> list:
 
 
 def success_plot(report: dict) -> bytes | None:
-    """Grouped bars: success (%) per method (groups) and split (bars), std error bars, one dot per seed."""
+    """Grouped bars: success (%) over seeds x tasks per method (groups) and split (bars), with the report's 95%
+    interval as error bars, one dot per seed; the axis fitted to the data."""
     methods = [m for m in report["methods"] if report["results"].get(m)]
     splits = report["splits"]
     if not methods or not splits:
@@ -47,6 +48,7 @@ def success_plot(report: dict) -> bytes | None:
     fig = _figure(max(4.0, 1.6 * len(methods) * max(1, len(splits)) / 2 + 2), 3.6)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(splits)
+    top = 0.0
     for j, (split, color) in enumerate(zip(splits, _colors(len(splits)))):
         for i, method in enumerate(methods):
             cell = report["results"][method].get(split)
@@ -54,14 +56,18 @@ def success_plot(report: dict) -> bytes | None:
                 continue
             x = i - 0.4 + width * (j + 0.5)
             s = cell["success"]
-            ax.bar(x, 100 * s["mean"], width * 0.9, yerr=100 * s["std"], capsize=3, color=color,
-                   label=split if i == 0 else None, alpha=0.8)
+            pooled = s.get("pooled")
+            mean, (lo, hi) = (pooled["mean"], pooled["ci95"]) if pooled else (s["mean"], (s["mean"], s["mean"]))
+            top = max(top, hi)
+            ax.bar(x, 100 * mean, width * 0.9, yerr=[[100 * (mean - lo)], [100 * (hi - mean)]], capsize=3,
+                   color=color, label=split if i == 0 else None, alpha=0.8)
             dots = [100 * v for v in s["per_seed"].values()]
+            top = max(top, *(d / 100 for d in dots))
             ax.scatter([x] * len(dots), dots, color="black", s=10, zorder=3)
     ax.set_xticks(range(len(methods)), [method_name(m) for m in methods])
     ax.set_ylabel("success (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"Success rate, mean ± std over {len(report['seeds'])} seed(s)")
+    ax.set_ylim(0, min(100, max(10, 100 * top * 1.15)))
+    ax.set_title(f"Success over {len(report['seeds'])} seed(s) x tasks, 95% intervals; dots: seeds")
     ax.legend(title="split")
     return _png(fig)
 
