@@ -68,6 +68,8 @@ def success_plot(report: dict) -> bytes | None:
     ax.set_ylabel("success (%)")
     ax.set_ylim(0, min(100, max(10, 100 * top * 1.15)))
     ax.set_title(f"Success over {len(report['seeds'])} seed(s) x tasks, 95% intervals; dots: seeds")
+    for k, text in enumerate((report.get("settings") or {}).get("privileged") or []):  # every figure names it
+        fig.text(0.01, 0.01 + 0.04 * k, f"Privileged: {text}", fontsize=7, color="firebrick")
     ax.legend(title="split")
     return _png(fig)
 
