@@ -81,7 +81,7 @@ def test_il_matched_gets_exactly_srs_updates_and_every_method_the_same_selection
     assert selection_eval_steps(10, 4) == {3, 5, 8, 10} and selection_eval_steps(10, 0) is None
     assert selection_eval_steps(3, 8) == {1, 2, 3}  # a stage shorter than N: every step, once
     run = _fresh_run(store, tmp_path / "matched")
-    cfg = _config(run, "recipe.epochs=2", "recipe.select=best", "recipe.select_metric=loss",
+    cfg = _config(run, "recipe.epochs=1", "recipe.select=best", "recipe.select_metric=loss",
                   "recipe.selection_evals=4", "train.checkpoint_every=1000", "train.eval_every=1")
     tok, data = run_tokenizer(cfg), os.path.join(run, "data")
     (sr,), (matched,), (il,) = (plan_method(cfg, m, tok, data) for m in ("sr", "il_matched", "il"))
@@ -176,7 +176,7 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(store, tmp_
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     args = ["train", "--method", "il", "--no-progress", *AGENT, "recipe.epochs=0", "train.steps=120",
             "train.checkpoint_every=1000", "train.eval_every=40", "recipe.select_metric=loss",
-            "model.dtype=float32"]
+            "recipe.selection_evals=0", "model.dtype=float32"]
     full = _fresh_run(store, tmp_path / "full")
     subprocess.run(_cli(*args, f"run_dir={full}"), check=True, env=env, capture_output=True)
 

@@ -12,6 +12,7 @@ from tests.test_recipes import AGENT
 
 TINY_RUN = AGENT + [
     "experience.reflect.alternatives=1", "recipe.epochs=1", "recipe.seeds=[0,1]", "recipe.valid_tasks=2",
+    "recipe.selection_evals=2",
     "train.eval_every=4", "eval.tasks=3", "eval.max_new_tokens=16", "eval.wm_transitions=16",
     "train.log_every=2",
 ]
