@@ -4,7 +4,7 @@ import os
 
 from setuptools import find_packages, setup
 
-# Versions measured to work together (see ../shared/notes/stack.md); pinned so a fresh
+# Versions measured to work together (the stack CI runs); pinned so a fresh
 # machine resolves the same stack CI ran.
 CORE = [
     "jax==0.10.2",
