@@ -143,7 +143,8 @@ def sentences(text: str, actions: list[str] = ()) -> list[str]:
     return [restore(p) for p in parts if re.search(r"\w", p)]
 
 
-def _case_texts(case: ReflectionCase) -> str:
+def case_texts(case: ReflectionCase) -> str:
+    """Every text of the case (goal, observations, actions), lowercased: what a reflection may quote."""
     st = case.state
     parts = [st.goal, st.observation, *(s.action + "\n" + s.observation for s in st.history)]
     parts += [o.action + "\n" + o.observation for o in (case.expert, *case.alternatives)]
@@ -152,7 +153,7 @@ def _case_texts(case: ReflectionCase) -> str:
 
 def leaked_labels(text: str, case: ReflectionCase) -> list[str]:
     """Label-like matches in ``text`` that the case's own texts do not contain."""
-    source = _case_texts(case)
+    source = case_texts(case)
     return [m.group(0) for m in _LABELS.finditer(text) if m.group(0).lower() not in source]
 
 
@@ -212,7 +213,7 @@ def check_reflection(text: str, case: ReflectionCase, cfg_reflect) -> tuple[str,
     if leaked_labels(text, case):
         return "dropped", "leaked_label"
     actions = [case.expert.action, *(o.action for o in case.alternatives)]
-    if is_repetitive(text, actions, _case_texts(case)):
+    if is_repetitive(text, actions, case_texts(case)):
         return "dropped", "repetitive"
     parts = sentences(text, actions)
     named = named_actions(parts[-1], actions) if parts else set()

@@ -84,12 +84,9 @@ def clean_reply(text: str) -> str:
 class _Deterministic(_Errors):
     """A reflection written by a function of the case (no model, no randomness)."""
 
-    name = ""
-    version = ""
-
-    @staticmethod
-    def write(case: ReflectionCase) -> str:
-        raise NotImplementedError
+    def __init__(self, name: str, version: str, write: Callable[[ReflectionCase], str]):
+        self.name, self.version, self._write = name, version, write
+        super().__init__()
 
     def settings(self) -> dict:
         return {"kind": self.name, "rationale_version": self.version}
@@ -99,7 +96,7 @@ class _Deterministic(_Errors):
         out = []
         for case in cases:
             try:
-                out.append(self.write(case))
+                out.append(self._write(case))
             except Exception as e:  # one odd observation must not sink the shard; it is counted
                 out.append(self._failed(case, f"{type(e).__name__}: {e}"))
         return out
@@ -108,16 +105,16 @@ class _Deterministic(_Errors):
 class GroundedGenerator(_Deterministic):
     """Monologues from the goal, observations and actions alone (no model): labelled ``grounded``."""
 
-    name, version = "grounded", GROUNDED_VERSION
-    write = staticmethod(grounded_rationale)
+    def __init__(self):
+        super().__init__("grounded", GROUNDED_VERSION, grounded_rationale)
 
 
 class OracleTemplateGenerator(_Deterministic):
     """Rationales from the environment's hidden feedback and hand-written notes: labelled
     ``oracle_template`` (privileged)."""
 
-    name, version = "oracle_template", RATIONALE_VERSION
-    write = staticmethod(oracle_template_rationale)
+    def __init__(self):
+        super().__init__("oracle_template", RATIONALE_VERSION, oracle_template_rationale)
 
 
 class SelfGenerator(_Errors):

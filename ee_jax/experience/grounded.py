@@ -30,7 +30,7 @@ import json
 import random
 import re
 
-from ee_jax.experience.filters import is_repetitive
+from ee_jax.experience.filters import case_texts, is_repetitive
 from ee_jax.experience.quoting import GOAL_CHARS, QUOTE_CHARS, code, join_actions, quote
 from ee_jax.experience.reflection import ReflectionCase
 
@@ -168,9 +168,7 @@ def grounded_rationale(case: ReflectionCase) -> str:
     Observations are quoted by their leading sentences; where outcomes look so alike that the text would
     repeat itself (the ``repetitive`` filter), they are quoted shorter."""
     actions = [case.expert.action, *(o.action for o in case.alternatives)]
-    source = "\n".join([case.state.goal, case.state.observation, *(s.action + "\n" + s.observation for s in
-                        case.state.history), *(o.action + "\n" + o.observation for o in
-                                               (case.expert, *case.alternatives))])
+    source = case_texts(case)
     text = ""
     for limit in QUOTE_LIMITS:
         text = _write(case, limit)

@@ -17,16 +17,13 @@ from __future__ import annotations
 from ee_jax.report.aggregate import common_tasks, task_matrix
 from ee_jax.report.markdown import interval, method_name
 from ee_jax.report.plots import _colors, _figure, _png
-from ee_jax.report.results import ReportError, collect_results
+from ee_jax.report.results import collect_results
 from ee_jax.report.stats import paired_difference, success_interval
 
 
 def _cells(run_dir: str, split: str) -> dict[str, dict[str, dict]]:
-    """``{method: {seed: split summary with per_task}}`` of one point (empty when it has no results)."""
-    try:
-        res = collect_results(run_dir)
-    except ReportError:
-        return {}
+    """``{method: {seed: split summary with per_task}}`` of one point (a malformed result is an error)."""
+    res = collect_results(run_dir)
     return {m: {s: ev["splits"][split] for s, ev in per_seed.items() if split in ev["splits"]}
             for m, per_seed in res["evals"].items()}
 
