@@ -11,7 +11,17 @@ import pytest
 
 from ee_jax.envs import SPLITS, EnvError, Task, branch, check_determinism, check_env, make_env, run_oracle
 from ee_jax.envs.base import observation_hash
-from ee_jax.envs.household_world import HELDOUT, ROOMS, Part, candidates, furnishing, generate, house, houses
+from ee_jax.envs.household_world import (
+    HELDOUT,
+    ROOMS,
+    Part,
+    candidates,
+    furnishing,
+    generate,
+    house,
+    houses,
+    prep,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -356,3 +366,28 @@ def test_registry_metadata():
     d = cls.describe()
     assert d["name"] == "household" and d["branching"] == "snapshot" and d["oracle"] == "state"
     assert d["action_space"] == "closed" and d["difficulties"] == [1, 2, 3] and len(cls.description) > 50
+
+
+def test_visible_option_puts_the_state_in_every_observation_and_changes_nothing_else():
+    """``visible``: every observation ends with where each object of the room lies (closed receptacles
+    too) and what the agent carries, so the expert's moves can be read off it; goals, actions, rewards
+    and the oracle are unchanged."""
+    plain, seen = make_env("household"), make_env("household", visible=True)
+    for t in plain.make_tasks("train", 6, difficulty=2) + plain.make_tasks("ood", 2, difficulty=3):
+        first, obs = plain.reset(t), seen.reset(t)
+        head, goal = first.split(" Your task is to:")
+        assert obs.startswith(head + " ") and obs.endswith(" You are not carrying anything. Your task is to:" + goal)
+        for o, r in seen.world.start.items():  # every object of the start room, at its true place
+            here = seen.world.room_of[r] == seen.room
+            assert (f"The {o} is {prep(r)} the {r}." in obs) == here and (f"The {o} is" in obs) == here
+        while (a := plain.oracle_action()) is not None:
+            assert seen.oracle_action() == a and seen.admissible_actions() == plain.admissible_actions()
+            ra, rb = plain.step(a), seen.step(a)
+            assert (ra.reward, ra.done, ra.info["won"]) == (rb.reward, rb.done, rb.info["won"])
+            assert rb.observation.startswith(ra.observation) and rb.observation.endswith(seen._carrying())
+            if a.startswith("take "):  # the held object is carried, no longer anywhere in the room
+                held = a.split(" from ")[0].removeprefix("take ")
+                assert f"The {held} is" not in rb.observation and rb.observation.endswith(f" {held}.")
+        assert rb.info["won"]
+    with pytest.raises(EnvError, match="visible"):
+        make_env("household", visible="yes")

@@ -51,14 +51,22 @@ class HouseholdEnv(Env):
     description = ("ALFWorld-like household: walk between rooms and receptacles, open cabinets, take objects, "
                    "clean/heat/cool them at the sink, microwave or fridge and put them where the goal says; "
                    "difficulty adds rooms, receptacles, distractors and two-part goals; ood holds out "
-                   "(task, object, receptacle) combinations and room layouts.")
+                   "(task, object, receptacle) combinations and room layouts; option visible=true says where "
+                   "every object lies (fully observable).")
     difficulties = (1, 2, 3)
     default_difficulty = 1
     default_max_steps = 50
     _state_attrs = ("world", "room", "at", "holding", "where", "status", "opened", "lamp_on")
 
-    def __init__(self, max_steps: int | None = None, **options):
+    def __init__(self, max_steps: int | None = None, visible: bool = False, **options):
         super().__init__(max_steps, **options)
+        if not isinstance(visible, bool):
+            raise EnvError(f"household: option visible={visible!r}; expected true or false")
+        # visible: every observation ends with where each object of the current room lies (closed
+        # receptacles included) and what the agent carries, so the state is in the observation and
+        # the expert's every move can be read off it, also after a wrong move. A fully observable world
+        # for small budgets (the quickstart); the default keeps ALFWorld's partial observability.
+        self.visible = visible
         self.world: World | None = None
         self.room = ""
         self.at: str | None = None  # receptacle the agent stands at (None: just entered the room)
@@ -85,11 +93,12 @@ class HouseholdEnv(Env):
         self.status = {}
         self.opened = {r: False for r in w.room_of if kind(r) in OPENABLE}
         self.lamp_on = False
-        return f"{self._room_text()} Your task is to: {w.goal}."
+        return f"{self._room_text()}{self._state_text()} Your task is to: {w.goal}."
 
     def _step(self, action: str) -> tuple[str, float, bool, dict]:
         old = self.score
         obs, valid = self._act(action.lower().strip().rstrip("."))
+        obs += self._state_text()
         score, won = self._progress()
         return obs, score - old, won, {"valid": valid, "score": score, "won": won, "lost": False}
 
@@ -135,6 +144,15 @@ class HouseholdEnv(Env):
     def _room_text(self) -> str:
         return (f"You are in the {self.room}. Looking quickly around you, you see {_listing(self._here())}."
                 f"{self._doors()}")
+
+    def _state_text(self) -> str:
+        """With ``visible``: `` The mug 1 is in the cabinet 2. [...] You are not carrying anything.``:
+        where every object of this room lies, and what the agent holds."""
+        if not self.visible:
+            return ""
+        here = set(self._here())
+        return "".join(f" The {o} is {prep(self.where[o])} the {self.where[o]}." for o in self.world.objects
+                       if self.where.get(o) in here) + f" {self._carrying()}"
 
     def _carrying(self) -> str:
         if self.holding is None:
