@@ -15,6 +15,7 @@ from tests.conftest import require
 
 # env name -> (package it needs or None, extra overrides, tasks per split)
 ENVIRONMENTS = {
+    "coin": (None, [], 4),
     "household": (None, [], 4),
     "shop": (None, [], 4),
     "travel": (None, [], 4),

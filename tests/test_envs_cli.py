@@ -21,7 +21,7 @@ def last_json(out):
 
 def test_list_shows_every_environment():
     rows = {r["name"]: r for r in last_json(ee_jax("envs", "list", "--json"))["envs"]}
-    assert set(rows) >= {"household", "shop", "tools", "travel", "twx", "scienceworld", "textworld"}
+    assert set(rows) >= {"coin", "household", "shop", "tools", "travel", "twx", "scienceworld", "textworld"}
     assert rows["household"]["branching"] == "snapshot" and rows["household"]["action_space"] == "closed"
     assert rows["tools"]["action_space"] == "open"
 

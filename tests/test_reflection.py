@@ -138,7 +138,7 @@ def test_choose_alternatives_deterministic_distinct_never_expert():
 
 
 # ------------------------------------------------------------------------------------------- grounded
-@pytest.mark.parametrize("env", ["household", "shop", "travel", "tools"])
+@pytest.mark.parametrize("env", ["coin", "household", "shop", "travel", "tools"])
 def test_grounded_passes_filters_names_the_action_once_and_varies(env):
     cases = real_cases(env)
     gen, cfg = GroundedGenerator(), ReflectConfig()
@@ -164,7 +164,7 @@ def _hide(o: Outcome, rng: random.Random) -> Outcome:
 
 def test_grounded_sees_no_hidden_reward_flags_or_environment_name():
     rng = random.Random(0)
-    for env in ("household", "shop", "travel", "tools"):
+    for env in ("coin", "household", "shop", "travel", "tools"):
         for case in real_cases(env, 1, (1, 2)):
             other = ReflectionCase(case.state, _hide(case.expert, rng), [_hide(o, rng) for o in case.alternatives],
                                    "some-other-env")
@@ -215,7 +215,7 @@ def test_grounded_reaches_no_environment_code_or_hidden_fields():
 
 
 # ------------------------------------------------------------------------------------------- template
-@pytest.mark.parametrize("env", ["household", "shop", "travel", "tools"])
+@pytest.mark.parametrize("env", ["coin", "household", "shop", "travel", "tools"])
 def test_template_rationales_pass_filters(env):
     cases = real_cases(env)
     assert len(cases) >= 10

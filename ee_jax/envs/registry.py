@@ -12,6 +12,7 @@ import importlib
 from ee_jax.envs.base import Env, EnvError
 
 _REGISTRY: dict[str, str | type[Env]] = {
+    "coin": "ee_jax.envs.coin:CoinEnv",
     "household": "ee_jax.envs.household:HouseholdEnv",
     "shop": "ee_jax.envs.shop:ShopEnv",
     "tools": "ee_jax.envs.tools:ToolsEnv",
@@ -20,7 +21,7 @@ _REGISTRY: dict[str, str | type[Env]] = {
     "scienceworld": "ee_jax.envs.adapters.scienceworld:ScienceWorldEnv",
     "textworld": "ee_jax.envs.adapters.textworld:TextWorldEnv",
 }
-BUILTIN = ("household", "shop", "tools", "travel")
+BUILTIN = ("coin", "household", "shop", "tools", "travel")
 ADAPTERS = {"twx": "textworld_express", "scienceworld": "scienceworld", "textworld": "textworld"}
 
 
