@@ -49,9 +49,19 @@ class House:
         return self
 
 
-def _step(cell: tuple[int, int], direction: str) -> tuple[int, int]:
+def _neighbour(cell: tuple[int, int], direction: str) -> tuple[int, int]:
     dx, dy = DIRECTIONS[direction]
     return cell[0] + dx, cell[1] + dy
+
+
+def connections(house: House, cell: tuple[int, int], opened: frozenset):
+    """``(direction, neighbour, door, shut)`` for every connection of ``cell``, in compass order."""
+    for d in DIRECTIONS:
+        b = _neighbour(cell, d)
+        link = frozenset((cell, b))
+        if link in house.doors:
+            door = house.doors[link]
+            yield d, b, door, door is not None and link not in opened
 
 
 def build(seed: int, split: str, difficulty: int) -> House:
@@ -61,13 +71,13 @@ def build(seed: int, split: str, difficulty: int) -> House:
     cells, links = [(0, 0)], []
     while len(cells) < n:  # grow a tree of rooms on a 5 x 5 grid
         c, d = rng.choice(cells), rng.choice(list(DIRECTIONS))
-        nxt = _step(c, d)
+        nxt = _neighbour(c, d)
         if nxt not in cells and max(abs(nxt[0]), abs(nxt[1])) <= 2:
             cells.append(nxt)
             links.append(frozenset((c, nxt)))
     for a in cells:  # loops: side-by-side rooms not yet joined
         for d in ("north", "east"):
-            b = _step(a, d)
+            b = _neighbour(a, d)
             if b in cells and frozenset((a, b)) not in links and rng.random() < LOOPS[difficulty]:
                 links.append(frozenset((a, b)))
     names = rng.sample(OOD_NAMES if split == "ood" else NAMES, n)
@@ -132,18 +142,18 @@ class CoinEnv(Env):
             return (f"Nothing happens: {action!r} is not an action here. Actions look like: move DIRECTION, "
                     "open door to DIRECTION, take coin, look, inventory.", False)
         verb, d = m.groups()
-        link = frozenset((self.cell, _step(self.cell, d)))
-        if link not in self.house.doors:
+        way = next((c for c in connections(self.house, self.cell, self.opened) if c[0] == d), None)
+        if way is None:
             return f"Nothing happens: there is no way {d} from the {self._here()}. {self._exits()}", False
-        door = self.house.doors[link]
+        _, there, door, shut = way
         if verb == "open door to":
-            if door is None or link in self.opened:
+            if not shut:
                 return f"Nothing happens: there is no closed door to the {d}. {self._exits()}", False
-            self.opened = self.opened | {link}
-            return f"You open the {door}, revealing the {self.house.names[_step(self.cell, d)]}.", True
-        if door is not None and link not in self.opened:
+            self.opened = self.opened | {frozenset((self.cell, there))}
+            return f"You open the {door}, revealing the {self.house.names[there]}.", True
+        if shut:
             return f"Nothing happens: the {door} to the {d} is closed. {self._exits()}", False
-        self.cell = _step(self.cell, d)
+        self.cell = there
         self.visited = self.visited | {self.cell}
         return self._room_text(), True
 
@@ -153,14 +163,11 @@ class CoinEnv(Env):
 
     def _exits(self) -> str:
         out = []
-        for d in DIRECTIONS:
-            link = frozenset((self.cell, _step(self.cell, d)))
-            if link not in self.house.doors:
-                continue
-            door, there = self.house.doors[link], self.house.names[_step(self.cell, d)]
+        for d, b, door, shut in connections(self.house, self.cell, self.opened):
+            there = self.house.names[b]
             if door is None:
                 out.append(f"To the {d} you see the {there}.")
-            elif link in self.opened:
+            elif not shut:
                 out.append(f"To the {d} you see the {there} through an open {door}.")
             else:
                 out.append(f"To the {d} you see a closed {door}.")
@@ -175,12 +182,8 @@ class CoinEnv(Env):
         """Every legal action now: moves and door openings in compass order, then the rest."""
         if self.house is None or self.done:
             return []
-        acts = []
-        for d in DIRECTIONS:
-            link = frozenset((self.cell, _step(self.cell, d)))
-            if link in self.house.doors:
-                closed = self.house.doors[link] is not None and link not in self.opened
-                acts.append(f"open door to {d}" if closed else f"move {d}")
+        acts = [f"open door to {d}" if shut else f"move {d}"
+                for d, _, _, shut in connections(self.house, self.cell, self.opened)]
         if self.cell == self.house.coin and not self.has_coin:
             acts.append("take coin")
         return acts + ["inventory", "look"]
@@ -193,11 +196,8 @@ class CoinEnv(Env):
         while frontier and house.coin not in paths:
             nxt = []
             for c in frontier:
-                for d in DIRECTIONS:
-                    b = _step(c, d)
-                    link = frozenset((c, b))
-                    if link in house.doors and b not in paths:
-                        shut = house.doors[link] is not None and link not in opened
+                for d, b, _, shut in connections(house, c, opened):
+                    if b not in paths:
                         paths[b] = paths[c] + ([f"open door to {d}"] if shut else []) + [f"move {d}"]
                         nxt.append(b)
             frontier = nxt
@@ -219,12 +219,7 @@ class CoinEnv(Env):
         while frontier:
             nxt = []
             for c in frontier:
-                for d in DIRECTIONS:
-                    b = _step(c, d)
-                    link = frozenset((c, b))
-                    if link not in self.house.doors:
-                        continue
-                    shut = self.house.doors[link] is not None and link not in self.opened
+                for d, b, _, shut in connections(self.house, c, self.opened):
                     if shut or b not in self.visited:  # the frontier: act here, or head for c
                         return (f"open door to {d}" if shut else f"move {d}") if c == self.cell else first[c]
                     if b not in first:
