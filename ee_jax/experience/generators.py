@@ -29,10 +29,12 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ee_jax.config import Config, PromptConfig
+from ee_jax.experience.chat_client import ChatClient
 from ee_jax.experience.grounded import GROUNDED_VERSION, grounded_rationale
 from ee_jax.experience.oracle_rationale import RATIONALE_VERSION, oracle_template_rationale
 from ee_jax.experience.prompts import shrinking_prompt_cfgs
 from ee_jax.experience.reflection import PROMPT_VERSION, ReflectionCase, case_seed, reflection_messages
+from ee_jax.tokenizer import render_prompt
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +148,6 @@ class SelfGenerator(_Errors):
 
     def prompt_ids(self, case: ReflectionCase):
         """The prompt token ids of ``case`` (tightened to fit the context), or None if nothing fits."""
-        from ee_jax.tokenizer import render_prompt
-
         room = self.policy.cfg.model.max_seq_len - self.cfg.max_new_tokens
         for pcfg in shrinking_prompt_cfgs(self.prompt_cfg):
             messages = reflection_messages(case, pcfg, max_words=self.cfg.max_words,
@@ -206,8 +206,6 @@ class HttpGenerator(_Errors):
     """
 
     def __init__(self, cfg_reflect, prompt_cfg: PromptConfig, *, label: str | None = None, backoff_s: float = 1.0):
-        from ee_jax.experience.chat_client import ChatClient
-
         c = cfg_reflect
         if not c.url:
             raise ValueError("experience.reflect.url is empty: the http generator needs an OpenAI-compatible base "
