@@ -70,7 +70,7 @@ def packaged_model_file(name: str) -> str:
 # longest to the front keeps both workers busy to the end instead of one finishing minutes early.
 SLOW_FILES = ("test_rl.py", "test_gguf.py", "test_distributed.py", "test_run.py", "test_rl_learning.py",
               "test_recipes.py", "test_sweep.py", "test_lm.py", "test_models.py", "test_collection_determinism.py",
-              "test_hf_parity.py")
+              "test_hf_parity.py", "test_plan.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     sa.set_defaults(func=cmd_lm_sample)
 
-    from ee_jax.cli import collect, data, envs, models, rl, serve, sweep, train
+    from ee_jax.cli import collect, data, envs, models, plan, rl, serve, sweep, train
     from ee_jax.cli import eval as eval_cli
 
     envs.add_parser(sub)
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_parser(sub)
     models.add_parsers(sub)
     sweep.add_parser(sub)
+    plan.add_parser(sub)
     return p
 
 

@@ -249,15 +249,19 @@ def resolve_mesh_shape(cfg: Config, num_devices: int) -> tuple[int, int, int]:
     return tuple(shape)
 
 
-def validate_mesh(cfg: Config, num_devices: int) -> None:
-    """Check the mesh against the devices and the model/batch shapes it must divide."""
+def validate_mesh(cfg: Config, num_devices: int, steps: tuple[str, ...] = ("train", "rl")) -> None:
+    """Check the mesh against the devices and the model/batch shapes it must divide.
+
+    ``steps`` names the programs that will run on the mesh (``train``, ``rl``): only their batch shapes are
+    checked, so a training-only job is not refused for ``rl.micro_rows``.
+    """
     data, fsdp, tensor = resolve_mesh_shape(cfg, num_devices)
     m = cfg.model
     if m.num_kv_heads % tensor and m.num_heads % tensor:
         _fail("mesh.tensor", tensor, f"a divisor of model.num_heads={m.num_heads}")
     micro = cfg.train.batch_size // cfg.train.grad_accum
-    if micro % (data * fsdp):
+    if "train" in steps and micro % (data * fsdp):
         _fail("train.batch_size", cfg.train.batch_size,
               f"micro-batch (batch_size/grad_accum = {micro}) divisible by mesh.data*mesh.fsdp = {data * fsdp}")
-    if cfg.rl.micro_rows % (data * fsdp):
+    if "rl" in steps and cfg.rl.micro_rows % (data * fsdp):
         _fail("rl.micro_rows", cfg.rl.micro_rows, f"a multiple of mesh.data*mesh.fsdp = {data * fsdp}")

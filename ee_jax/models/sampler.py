@@ -43,7 +43,8 @@ class Sample:
     finish_reason: str  # eos | stop | length
 
 
-def _bucket(n: int, buckets: Sequence[int], multiple: int = 1) -> int:
+def bucket(n: int, buckets: Sequence[int], multiple: int = 1) -> int:
+    """The smallest bucket >= ``n`` that is a multiple of ``multiple`` (else ``n`` rounded up to one)."""
     for b in sorted(buckets):
         if b >= n and b % multiple == 0:
             return b
@@ -203,11 +204,11 @@ class Sampler:
         if any(len(e) == 0 for e in encoded):
             raise ValueError("every prompt needs at least one token")
         n = len(encoded)
-        b = _bucket(n, c.batch_buckets, self.data_parallel)
+        b = bucket(n, c.batch_buckets, self.data_parallel)
         longest, limit = max(len(e) for e in encoded), self.model_cfg.max_seq_len
         if longest + max_new > limit:
             raise ValueError(f"prompt of {longest} tokens + {max_new} new tokens exceeds model.max_seq_len={limit}")
-        t = _bucket(longest, c.prefill_buckets)
+        t = bucket(longest, c.prefill_buckets)
         steps = -(-max_new // self.chunk) * self.chunk
         # Near the context limit the bucketed cache is cut to max_seq_len: a row only writes past the
         # end (clamped to the last slot) after its max_new tokens are drawn, so what it returns is intact.
@@ -288,8 +289,8 @@ class Sampler:
         p = self._encode(prompt)
         cands = [list(self.tokenizer.encode(c)) if isinstance(c, str) else list(c) for c in candidates]
         n = len(cands)
-        b = _bucket(n, self.cfg.batch_buckets, self.data_parallel)
-        t = _bucket(len(p) + max(len(c) for c in cands), self.cfg.prefill_buckets)
+        b = bucket(n, self.cfg.batch_buckets, self.data_parallel)
+        t = bucket(len(p) + max(len(c) for c in cands), self.cfg.prefill_buckets)
         tokens = np.zeros((b, t + 1), np.int32)
         weights = np.zeros((b, t + 1), np.float32)
         for i, c in enumerate(cands):

@@ -52,7 +52,8 @@ def rl_settings(cfg: Config, init: str) -> dict:
             "eval_for_selection": {k: d["eval"][k] for k in ("max_new_tokens", "max_invalid", "temperature")}}
 
 
-def _rl_optimizer(cfg: Config, lr: float, also: tuple[str, ...] = ()):
+def rl_optimizer(cfg: Config, lr: float, also: tuple[str, ...] = ()):
+    """RL's AdamW: constant ``lr`` after ``rl.warmup_steps``; under LoRA only the adapters (and ``also``) train."""
     from ee_jax.models.lora import only_adapters
     from ee_jax.train import make_optimizer
 
@@ -70,7 +71,7 @@ class _Models:
 
         r = cfg.rl
         self.cfg, self.mesh = cfg, mesh
-        self.tx = _rl_optimizer(cfg, r.lr)
+        self.tx = rl_optimizer(cfg, r.lr)
         self.graphdef, self.state, self.shardings = create_train_state(cfg, self.tx, mesh, init_params)
         self.param_shardings = self.shardings.params
         self.ref = None
@@ -86,7 +87,7 @@ class _Models:
             from ee_jax.rl.step import make_critic_grads, make_value_fn
 
             self.critic_graphdef, cparams = critic_from_policy(cfg.model, mesh, self.state.params)
-            self.critic_tx = _rl_optimizer(cfg, r.critic_lr, also=CRITIC_HEAD)
+            self.critic_tx = rl_optimizer(cfg, r.critic_lr, also=CRITIC_HEAD)
             self.critic = _train_state(self.critic_tx, cparams, mesh)
             self.critic_shardings = jax.tree.map(lambda a: a.sharding, self.critic)
             self.value_fn = make_value_fn(self.critic_graphdef, self.critic_shardings.params, mesh)
@@ -206,7 +207,7 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
     data_dir = os.path.join(cfg.run_dir, "data")
     tok = ensure_tokenizer(cfg, data_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
-    mesh = make_mesh(cfg)
+    mesh = make_mesh(cfg, steps=("rl",))
     ckpt_dir = os.path.join(cfg.run_dir, "ckpt", stage)
     ckpt = Checkpointer(ckpt_dir, keep=cfg.train.keep_checkpoints, async_save=False,
                         keep_best=cfg.recipe.select == "best")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 import optax
 
-from ee_jax.config import OptimizerConfig
+from ee_jax.config import Config, OptimizerConfig
+from ee_jax.models.lora import only_adapters
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
@@ -43,3 +44,10 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTran
         )
     )
     return optax.chain(*parts)
+
+
+def train_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
+    """The training stages' optimizer: :func:`make_optimizer`; under LoRA, AdamW state and updates for the
+    adapters alone."""
+    tx = make_optimizer(cfg.optimizer, total_steps)
+    return only_adapters(tx) if cfg.model.lora_rank else tx

@@ -179,7 +179,7 @@ def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overw
         return {**done, "skipped": True}
     tok = ensure_tokenizer(cfg, data_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
-    mesh = make_mesh(cfg)
+    mesh = make_mesh(cfg, steps=("train",))
     stages = []
     for plan in plan_method(cfg, method, tok, data_dir):
         result = train_stage(cfg, plan, tok, mesh, data_dir, progress=progress)

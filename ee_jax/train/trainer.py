@@ -25,7 +25,7 @@ from ee_jax.models.factory import abstract_model
 from ee_jax.train import selection
 from ee_jax.train.guard import StopSignals, TrainingInterrupted, describe_bad_batch
 from ee_jax.train.metrics import MetricsWriter, device_peak_flops
-from ee_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from ee_jax.train.optimizer import learning_rate_schedule, train_optimizer
 from ee_jax.train.state import TrainState, abstract_state, create_train_state
 from ee_jax.train.step import BATCH_KEYS, batch_sharding, make_eval_step, make_train_step
 
@@ -64,11 +64,7 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
     where a run stops early), so methods of different lengths get the same evaluations.
     """
     t = cfg.train
-    tx = make_optimizer(cfg.optimizer, t.steps)
-    if cfg.model.lora_rank:  # LoRA: AdamW state and updates for the adapters alone
-        from ee_jax.models.lora import only_adapters
-
-        tx = only_adapters(tx)
+    tx = train_optimizer(cfg, t.steps)
     schedule = learning_rate_schedule(cfg.optimizer, t.steps)
     ckpt_dir = os.path.join(cfg.run_dir, "ckpt", stage)
     ckpt = Checkpointer(ckpt_dir, keep=t.keep_checkpoints, async_save=t.async_checkpoint, keep_best=select == "best")

@@ -1,0 +1,291 @@
+"""Ahead-of-time compiles of every program a run executes, from shapes alone (no weights, no devices needed).
+
+Each ``plan_*`` function builds the config's abstract state (``ShapeDtypeStruct`` leaves carrying their
+``NamedSharding`` on the plan's mesh), lowers the *same* jitted function the run calls (``train.step``,
+``rl.step``, ``models.sampler``) and compiles it. A :class:`StepPlan` records, per chip: the bytes of the
+compiled program (arguments, outputs, temporaries, donated aliases) plus the bytes the run keeps alive
+beside it (``resident_bytes``: e.g. the optimizer state and gradient accumulator while an RL micro-batch
+runs), the compile seconds, XLA's FLOP and HBM-traffic counts, the closed-form model FLOPs, and the
+collectives of the partitioned HLO (:mod:`ee_jax.plan.hlo`).
+
+A program that cannot fit fails to compile on TPU (``RESOURCE_EXHAUSTED``); the plan records that instead
+of raising, with the bytes libtpu reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from ee_jax.config import Config
+from ee_jax.models.accounting import forward_flops_per_token, train_flops_per_token
+from ee_jax.models.factory import abstract_model
+from ee_jax.models.sampler import Sampler, bucket
+from ee_jax.parallel.rules import use_mesh
+from ee_jax.plan.hlo import collectives
+from ee_jax.rl.critic import CRITIC_HEAD, abstract_critic
+from ee_jax.rl.step import (
+    CRITIC_KEYS,
+    POLICY_KEYS,
+    make_accumulate,
+    make_apply_update,
+    make_critic_grads,
+    make_policy_grads,
+)
+from ee_jax.rl.trainer import rl_optimizer
+from ee_jax.train.optimizer import train_optimizer
+from ee_jax.train.state import abstract_state, state_shardings
+from ee_jax.train.step import BATCH_KEYS, batch_sharding, make_train_step
+
+_OOM = re.compile(r"RESOURCE_EXHAUSTED")
+_OOM_BYTES = re.compile(r"\(([\d.]+)([KMGT])\)\s*exceeds available HBM\s*\(([\d.]+)([KMGT])\)")
+_UNIT = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+FLOAT_KEYS = {"weights", "advantages", "old_logprobs", "ref_logprobs", "returns", "value_mask", "old_values"}
+
+
+@dataclasses.dataclass
+class StepPlan:
+    """One compiled program's figures on one chip (bytes and FLOPs per chip, seconds of compile)."""
+
+    name: str
+    tokens: int  # tokens the program processes per call (all chips)
+    model_flops: float  # closed-form model FLOPs per call (all chips)
+    compile_s: float = 0.0
+    argument_bytes: int = 0
+    output_bytes: int = 0
+    temp_bytes: int = 0
+    alias_bytes: int = 0
+    resident_bytes: int = 0  # kept alive by the run beside this program (not among its arguments)
+    resident_note: str = ""
+    param_bytes: int = 0
+    opt_bytes: int = 0
+    xla_flops: float | None = None  # per chip, XLA's count (loop bodies as XLA counts them)
+    xla_bytes_accessed: float | None = None
+    collectives: dict = dataclasses.field(default_factory=dict)
+    oom: str = ""  # libtpu's RESOURCE_EXHAUSTED message when it did not compile
+    oom_needed_bytes: float | None = None
+
+    @property
+    def peak_bytes(self) -> int:
+        """Bytes live on one chip while the program runs: its buffers (donated ones once) + the run's residents."""
+        if self.oom_needed_bytes is not None:
+            return int(self.oom_needed_bytes + self.argument_bytes + self.resident_bytes)
+        return self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes + self.resident_bytes
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "peak_bytes": self.peak_bytes}
+
+
+def shard_bytes(tree) -> int:
+    """Bytes one chip holds of an abstract pytree (each leaf's shard under its sharding)."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        if not hasattr(leaf, "shape"):
+            continue
+        shape = leaf.sharding.shard_shape(leaf.shape) if getattr(leaf, "sharding", None) is not None else leaf.shape
+        total += math.prod(shape) * jnp.dtype(leaf.dtype).itemsize
+    return int(total)
+
+
+def _sds(shape, dtype, sharding):
+    return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
+
+
+def _batch(keys, rows: int, length: int, mesh) -> dict:
+    bs = batch_sharding(mesh)
+    return {k: _sds((rows, length), jnp.float32 if k in FLOAT_KEYS else jnp.int32, bs) for k in keys}
+
+
+def _compile(step: StepPlan, mesh, jitted, *args, **kwargs):
+    """Lower + compile ``jitted`` on ``args``; fill ``step``'s memory, cost and collectives. Returns the
+    compiled program, or None when it did not fit (``step.oom`` set)."""
+    t0 = time.perf_counter()
+    try:
+        with use_mesh(mesh):
+            compiled = jitted.lower(*args, **kwargs).compile()
+    except Exception as e:  # XlaRuntimeError; its type is not public API
+        msg = str(e)
+        if not _OOM.search(msg):
+            raise
+        step.compile_s = time.perf_counter() - t0
+        step.oom = " ".join(msg.split())[:400]
+        m = _OOM_BYTES.search(msg)
+        if m:
+            step.oom_needed_bytes = float(m.group(1)) * _UNIT[m.group(2)]
+        step.argument_bytes = shard_bytes(args)
+        return None
+    step.compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    if mem is not None:
+        step.argument_bytes = int(mem.argument_size_in_bytes)
+        step.output_bytes = int(mem.output_size_in_bytes)
+        step.temp_bytes = int(mem.temp_size_in_bytes)
+        step.alias_bytes = int(mem.alias_size_in_bytes)
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else {}
+    if cost:
+        step.xla_flops = float(cost.get("flops", 0.0)) or None
+        step.xla_bytes_accessed = float(cost.get("bytes accessed", 0.0)) or None
+    step.collectives = collectives(compiled.as_text(), mesh.devices.size)
+    return compiled
+
+
+def plan_train(cfg: Config, mesh) -> StepPlan:
+    """The training step IL, IWM and SR share, at ``train.batch_size`` x ``train.seq_len``."""
+    t = cfg.train
+    tx = train_optimizer(cfg, t.steps)
+    graphdef, abs_params = abstract_model(cfg.model, mesh)
+    shardings = state_shardings(tx, abs_params, mesh)
+    state = abstract_state(tx, abs_params, mesh)
+    step_fn = make_train_step(graphdef, tx, shardings, mesh, t.grad_accum)
+    tokens = t.batch_size * t.seq_len
+    plan = StepPlan("train", tokens, train_flops_per_token(cfg.model, t.seq_len) * tokens,
+                    param_bytes=shard_bytes(state.params), opt_bytes=shard_bytes(state.opt_state))
+    _compile(plan, mesh, step_fn.jitted, state, _batch(BATCH_KEYS, t.batch_size, t.seq_len, mesh))
+    return plan
+
+
+def rl_seq_len(cfg: Config) -> int:
+    return cfg.rl.seq_len or cfg.model.max_seq_len
+
+
+def plan_rl(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) -> list[StepPlan]:
+    """The RL update's programs: one micro-batch's policy gradients (``rl.micro_rows`` x the packed row
+    length), the gradient accumulation and the optimizer update, which GRPO and PPO share; with PPO the
+    critic's gradients and update too.
+
+    Residents: the optimizer state and the gradient accumulator while a micro-batch runs; the frozen
+    reference policy when ``rl.kl_coef`` > 0; with PPO the critic's state (and the policy's state during the
+    critic's programs).
+    """
+    r = cfg.rl
+    seq = rl_seq_len(cfg)
+    ppo = "ppo" in algorithms
+    tx = rl_optimizer(cfg, r.lr)
+    graphdef, abs_params = abstract_model(cfg.model, mesh)
+    shardings = state_shardings(tx, abs_params, mesh)
+    state = abstract_state(tx, abs_params, mesh)
+    p_bytes, o_bytes = shard_bytes(state.params), shard_bytes(state.opt_state)
+    ref = p_bytes if r.kl_coef else 0
+    critic_bytes = 0
+    if ppo:
+        cgraph, c_params = abstract_critic(cfg.model, mesh)
+        ctx = rl_optimizer(cfg, r.critic_lr, also=CRITIC_HEAD)
+        cstate = abstract_state(ctx, c_params, mesh)
+        cshard = state_shardings(ctx, c_params, mesh)
+        critic_bytes = shard_bytes(cstate)
+    extra = (" + reference policy" if ref else "") + (" + critic state (PPO)" if critic_bytes else "")
+    tokens = r.micro_rows * seq
+    flops = train_flops_per_token(cfg.model, seq) * tokens
+    prefix = "+".join(algorithms)
+    grads = StepPlan(f"{prefix}:policy_grads", tokens, flops, param_bytes=p_bytes, opt_bytes=o_bytes,
+                     resident_bytes=o_bytes + p_bytes + ref + critic_bytes,
+                     resident_note="optimizer state + gradient accumulator" + extra)
+    _compile(grads, mesh, make_policy_grads(graphdef, shardings.params, mesh, r).jitted, state.params,
+             _batch(POLICY_KEYS, r.micro_rows, seq, mesh))
+    acc = StepPlan(f"{prefix}:accumulate", 0, 0.0, param_bytes=p_bytes,
+                   resident_bytes=p_bytes + o_bytes + ref + critic_bytes,
+                   resident_note="policy parameters + optimizer state" + extra)
+    _compile(acc, mesh, make_accumulate(shardings.params, mesh).jitted, state.params, state.params)
+    rep = NamedSharding(mesh, PartitionSpec())
+    apply = StepPlan(f"{prefix}:apply_update", 0, 0.0, param_bytes=p_bytes, opt_bytes=o_bytes,
+                     resident_bytes=ref + critic_bytes, resident_note=extra[3:])
+    _compile(apply, mesh, make_apply_update(tx, shardings, mesh).jitted, state, state.params,
+             _sds((), jnp.float32, rep))
+    out = [grads, acc, apply]
+    if ppo:
+        cp, co = shard_bytes(cstate.params), shard_bytes(cstate.opt_state)
+        policy = "policy state" + (" + reference policy" if ref else "")
+        cg = StepPlan("ppo:critic_grads", tokens, flops, param_bytes=cp, opt_bytes=co,
+                      resident_bytes=co + cp + p_bytes + o_bytes + ref,
+                      resident_note="critic optimizer state + gradient accumulator + " + policy)
+        _compile(cg, mesh, make_critic_grads(cgraph, cshard.params, mesh, r).jitted, cstate.params,
+                 _batch(CRITIC_KEYS, r.micro_rows, seq, mesh))
+        ca = StepPlan("ppo:critic_update", 0, 0.0, param_bytes=cp, opt_bytes=co, resident_bytes=p_bytes + o_bytes + ref,
+                      resident_note=policy)
+        _compile(ca, mesh, make_apply_update(ctx, cshard, mesh).jitted, cstate, cstate.params,
+                 _sds((), jnp.float32, rep))
+        out += [cg, ca]
+    return out
+
+
+def rollout_shape(cfg: Config, mesh) -> dict[str, int]:
+    """The sampler's shapes for one RL rollout batch: rows (``rl.tasks_per_step`` x ``rl.group_size``, padded as
+    the sampler pads), the prompt bucket, the decode chunk and the cache length (``model.max_seq_len``)."""
+    sc, r = cfg.sampler, cfg.rl
+    dp = mesh.shape["data"] * mesh.shape["fsdp"]
+    rows = bucket(r.tasks_per_step * r.group_size, sc.batch_buckets, dp)
+    max_new = r.max_new_tokens or cfg.eval.max_new_tokens
+    chunk = 16
+    steps = -(-max_new // chunk) * chunk
+    limit = cfg.model.max_seq_len
+    prompt = bucket(max(limit - steps, 1), sc.prefill_buckets)
+    cache = min(prompt + steps, limit)
+    return {"rows": rows, "prompt_len": min(prompt, cache), "cache_len": cache, "chunk": chunk,
+            "max_new_tokens": max_new}
+
+
+def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) -> list[StepPlan]:
+    """The sampler's prefill (one rollout batch of prompts) and one decode chunk, as an RL step runs them.
+
+    Residents: the policy's optimizer state, the reference policy (``rl.kl_coef`` > 0) and, for PPO, the critic
+    state, which the RL loop keeps while it samples. The per-layer weight copy the sampler slices once per
+    ``generate`` call is among the programs' arguments.
+    """
+    shape = rollout_shape(cfg, mesh)
+    tx = rl_optimizer(cfg, cfg.rl.lr)
+    graphdef, abs_params = abstract_model(cfg.model, mesh)
+    opt_bytes = shard_bytes(jax.eval_shape(tx.init, abs_params))
+    p_bytes = shard_bytes(abs_params)
+    critic = 0
+    if "ppo" in algorithms:
+        _, c_params = abstract_critic(cfg.model, mesh)
+        critic = 3 * shard_bytes(c_params)  # parameters + two AdamW moments
+    resident = opt_bytes + (p_bytes if cfg.rl.kl_coef else 0) + critic
+    note = "optimizer state" + (" + reference policy" if cfg.rl.kl_coef else "") + (" + critic" if critic else "")
+    sampler = Sampler(graphdef, abs_params, cfg.model, mesh, cfg=cfg.sampler, chunk=shape["chunk"])
+    rep = NamedSharding(mesh, PartitionSpec())
+    with use_mesh(mesh):
+        unstack = sampler._unstack.lower(abs_params).compile()
+    layers = jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), jax.eval_shape(sampler._unstack_fn, abs_params),
+                          unstack.output_shardings)
+    b, t, c = shape["rows"], shape["prompt_len"], shape["cache_len"]
+    prefill = StepPlan("sampler:prefill", b * t, forward_flops_per_token(cfg.model, t // 2) * b * t,
+                       param_bytes=p_bytes, resident_bytes=resident, resident_note=note)
+    tokens = _sds((b, t), jnp.int32, sampler._row_sharding)
+    lengths = _sds((b,), jnp.int32, rep)
+    compiled = _compile(prefill, mesh, sampler._prefill, abs_params, layers, tokens, lengths, cache_len=c)
+    decode = StepPlan("sampler:decode", b * shape["chunk"], forward_flops_per_token(cfg.model, c) * b * shape["chunk"],
+                      param_bytes=p_bytes, resident_bytes=resident, resident_note=note)
+    if compiled is None:
+        decode.oom = "not compiled: the prefill does not fit"
+        return [prefill, decode]
+    logits_shape, cache_shape = jax.eval_shape(
+        lambda *a: sampler._prefill_fn(*a, cache_len=c), abs_params, layers, tokens, lengths)
+    outs = compiled.output_shardings
+    logits = _sds(logits_shape.shape, logits_shape.dtype, outs[0])
+    cache = jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), cache_shape, outs[1])
+    carry = (cache, logits, _sds((b,), jnp.int32, rep), _sds((b,), jnp.bool_, rep))
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    _compile(decode, mesh, sampler._decode, abs_params, layers, carry, _sds((1,), jnp.int32, rep),
+             _sds(key.shape, key.dtype, rep), _sds((), jnp.float32, rep), _sds((), jnp.float32, rep),
+             steps=shape["chunk"], top_k=int(cfg.sampler.top_k), greedy=cfg.rl.temperature == 0)
+    return [prefill, decode]
+
+
+def abstract_inputs_note(cfg: Config) -> dict[str, Any]:
+    """The shapes a plan compiled for (echoed in its report)."""
+    return {"train_batch": [cfg.train.batch_size, cfg.train.seq_len], "grad_accum": cfg.train.grad_accum,
+            "rl_micro_batch": [cfg.rl.micro_rows, rl_seq_len(cfg)], "dtype": cfg.model.dtype,
+            "param_dtype": cfg.model.param_dtype, "remat": cfg.model.remat, "scan_layers": cfg.model.scan_layers,
+            "attention": cfg.model.attention_impl, "lora_rank": cfg.model.lora_rank}
+
+
