@@ -180,3 +180,44 @@ def test_splash_attention_matches_xla_with_packing_and_windows():
     np.testing.assert_allclose(l_spl, l_ref, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_spl)):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-3)
+
+
+def test_scanned_layers_keep_static_windows_for_splash_and_remat():
+    """scan_layers scans whole window periods (Gemma3: local, global), so splash and remat work scanned; a
+    depth that is not a whole number of periods unrolls the rest. Scanned == unrolled, loss and gradients."""
+    from ee_jax.models.transformer import window_period
+
+    assert window_period([0, 0, 0, 0]) == 1 and window_period([5, 5, 0, 5, 5, 0, 5]) == 3
+    base = dict(SMALL, num_layers=3, num_kv_heads=1, sliding_window=40, global_every=2)  # period 2 + 1 layer
+    ref_cfg = preset_config("gemma3-270m", **base)
+    mesh = single_device_mesh()
+    _, params = init_params(ref_cfg, mesh, seed=3)
+    t = jax.random.randint(jax.random.key(7), (1, 128), 0, ref_cfg.vocab_size)
+
+    def loss_and_grad(cfg):
+        g, _ = abstract_model(cfg, mesh)
+        f = lambda p: jnp.mean(apply_model(g, p, t)[0] ** 2)  # noqa: E731
+        with use_mesh(mesh):
+            return jax.jit(jax.value_and_grad(f))(params)
+
+    l_ref, g_ref = loss_and_grad(ref_cfg)
+    for over in (dict(scan_layers=True), dict(scan_layers=True, attention_impl="splash", remat="full")):
+        loss, grads = loss_and_grad(preset_config("gemma3-270m", **base, **over))
+        np.testing.assert_allclose(loss, l_ref, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(grads)):
+            np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-3)
+
+
+def test_scanned_kv_cache_with_a_partial_period_equals_full_forward():
+    cfg, mesh, gdef, params = _model("gemma3", num_layers=5, scan_layers=True)  # 2 periods of 2 + 1 layer
+    tokens = jax.random.randint(jax.random.key(8), (2, 12), 0, cfg.vocab_size)
+    full, _ = _forward(gdef, params, mesh, tokens)
+    with use_mesh(mesh):
+        cache = init_cache(cfg, 2, 16)
+    first, cache = _forward(gdef, params, mesh, tokens[:, :8], jnp.broadcast_to(jnp.arange(8), (2, 8)), None, cache)
+    assert cache[0].shape[0] == 5
+    steps = [first]
+    for i in range(8, 12):
+        out, cache = _forward(gdef, params, mesh, tokens[:, i:i + 1], jnp.full((2, 1), i), None, cache)
+        steps.append(out)
+    np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)

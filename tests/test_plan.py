@@ -40,6 +40,15 @@ def test_v5e_plan_compiles_every_program_and_fits(v5e_plan):
     assert train["tokens"] == 8 * 16
     assert train["xla_flops"] > 0 and train["roofline"]["compute_s"] > 0
     assert 0 < train["roofline"]["mfu_low"] <= train["roofline"]["mfu_high"] <= 1
+    # The memory term's traffic: fp32 weights (gathered) streamed 3 times (no remat), then the AdamW update.
+    from ee_jax.config import load_config
+    from ee_jax.models.accounting import param_count
+    from ee_jax.sweep.scaling import trained_model
+
+    n = param_count(trained_model(load_config(None, TINY)))
+    update = 2 * (train["param_bytes"] + train["opt_bytes"]) + train["param_bytes"]
+    assert train["hbm_traffic_bytes"] == 3 * 4 * n + update
+    assert train["roofline"]["memory_s"] == pytest.approx(train["hbm_traffic_bytes"] / 819e9)
     assert p["rollout"] == {"rows": 8, "prompt_len": 128, "cache_len": 128, "chunk": 16, "max_new_tokens": 16}
 
 

@@ -48,6 +48,11 @@ REAL: dict[str, dict[str, Any]] = {
         embed_scale=True, tie_embeddings=True, rope_theta=1000000.0, local_rope_theta=10000.0,
         sliding_window=512, global_every=6, query_pre_attn_scalar=256.0, max_seq_len=32768,
     ),
+    "qwen2.5-1.5b": dict(
+        vocab_size=151936, d_model=1536, num_layers=28, num_heads=12, num_kv_heads=2, head_dim=128,
+        ffn_dim=8960, qkv_bias=True, rope_theta=1000000.0, norm_eps=1e-6, tie_embeddings=True,
+        max_seq_len=32768,
+    ),
     "llama-3.2-3b": dict(
         vocab_size=128256, d_model=3072, num_layers=28, num_heads=24, num_kv_heads=8, head_dim=128,
         ffn_dim=8192, rope_theta=500000.0, rope_scaling=dict(_LLAMA3_SCALING, factor=32.0), norm_eps=1e-5,

@@ -8,8 +8,6 @@ tensor), since a Pallas call cannot be partitioned automatically.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
@@ -18,7 +16,9 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from ee_jax.parallel.rules import logical_to_spec
 
 
-@functools.cache
+# Built once per trace, not cached across traces: the kernel holds its mask arrays as values of the trace
+# that built it, and a second trace of the same shapes (the eval step after the train step, a scanned
+# body) would leak them.
 def _kernel(t: int, s: int, heads: int, window: int, interpret: bool):
     base = sm.CausalMask((t, s)) if window <= 0 else sm.LocalMask((t, s), window_size=(window - 1, 0), offset=0)
     block = min(128, t, s)
@@ -31,7 +31,7 @@ def _kernel(t: int, s: int, heads: int, window: int, interpret: bool):
 def splash_attention(q, k, v, segment_ids, window, scale: float, interpret: bool | None = None):
     """q [B,T,N,H], k/v [B,T,K,H], segment_ids [B,T]; ``window`` a Python int (0 = global)."""
     if not isinstance(window, int):
-        raise ValueError("model.attention_impl=splash needs a static window per layer: set model.scan_layers=false")
+        raise ValueError(f"splash attention needs the layer's window as a Python int, got {type(window).__name__}")
     interpret = jax.default_backend() != "tpu" if interpret is None else interpret
     n = q.shape[2]
     k = jnp.repeat(k, n // k.shape[2], axis=2)

@@ -53,6 +53,15 @@ class Block(nnx.Module):
         return constrain(x + h, ("batch", "length", "act_embed")), cache
 
 
+def window_period(windows: list[int]) -> int:
+    """The shortest period of a per-layer window pattern: 1 when every layer has the same window, 6 for
+    Gemma3's five local layers then one global."""
+    for p in range(1, len(windows) + 1):
+        if all(windows[i] == windows[i - p] for i in range(p, len(windows))):
+            return p
+    return len(windows)
+
+
 def layer_windows(cfg: ModelConfig) -> list[int]:
     """Attention window per layer (0 = global). Gemma3: every ``global_every``-th layer is global."""
     if not cfg.sliding_window:
@@ -127,27 +136,47 @@ class Decoder(nnx.Module):
             return nnx.merge(graphdef, state)(x, rope, positions, segment_ids, window, layer_cache)
 
         if cfg.remat != "none":
-            # In the unrolled loop the window is a Python int; keep it static (splash needs it).
-            static = () if cfg.scan_layers else (2, 3)
-            layer = jax.checkpoint(layer, policy=_REMAT_POLICIES[cfg.remat], static_argnums=static)
+            # Windows are Python ints in both loops (splash compiles one kernel per window size).
+            layer = jax.checkpoint(layer, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(2, 3))
+
+        def unrolled(x, first: int, last: int):
+            outs = []
+            for i in range(first, last):
+                state = jax.tree.map(lambda a, i=i: a[i], stacked)
+                layer_cache = None if cache is None else (cache[0][i], cache[1][i])
+                x, c = layer(x, state, windows[i], windows[i] > 0, layer_cache)
+                outs.append(c)
+            return x, outs
 
         new_cache = None
         if cfg.scan_layers:
-            w = jnp.asarray(windows, jnp.int32)
-            xs = (stacked, w, w > 0, cache)
+            # Scan over groups of one window period (1 for Llama-style models, global_every for Gemma3's
+            # local/global pattern), unrolled inside the group, so every window stays static and the compiled
+            # body holds one period whatever the depth. Layers past the last whole period are unrolled.
+            period = window_period(windows)
+            groups = len(windows) // period
+            split = lambda a: a[: groups * period].reshape(groups, period, *a.shape[1:])  # noqa: E731
+            xs = (jax.tree.map(split, stacked), None if cache is None else tuple(split(c) for c in cache))
 
             def body(x, xs):
-                state, window, is_local, layer_cache = xs
-                return layer(x, state, window, is_local, layer_cache)
+                group, group_cache = xs
+                outs = []
+                for j in range(period):
+                    state = jax.tree.map(lambda a, j=j: a[j], group)
+                    layer_cache = None if group_cache is None else (group_cache[0][j], group_cache[1][j])
+                    x, c = layer(x, state, windows[j], windows[j] > 0, layer_cache)
+                    outs.append(c)
+                stacked_out = None if cache is None else tuple(jnp.stack([c[k] for c in outs]) for k in (0, 1))
+                return x, stacked_out
 
-            x, new_cache = jax.lax.scan(body, x, xs)
+            x, scanned = jax.lax.scan(body, x, xs)
+            x, rest = unrolled(x, groups * period, len(windows))
+            if cache is not None:
+                new_cache = tuple(
+                    jnp.concatenate([scanned[k].reshape(-1, *scanned[k].shape[2:]), *[c[k][None] for c in rest]])
+                    for k in (0, 1))
         else:
-            outs = []
-            for i, window in enumerate(windows):
-                state = jax.tree.map(lambda a, i=i: a[i], stacked)
-                layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-                x, c = layer(x, state, window, window > 0, layer_cache)
-                outs.append(c)
+            x, outs = unrolled(x, 0, len(windows))
             if cache is not None:
                 new_cache = (jnp.stack([c[0] for c in outs]), jnp.stack([c[1] for c in outs]))
         return x, new_cache

@@ -147,7 +147,8 @@ def render(plan: dict) -> str:
                         if s["resident_bytes"] else ""))
         if s["tokens"]:
             lines.append(f"  FLOPs per call {_num(s['model_flops'])} (model), {_num(s['flops_per_token'])} per token; "
-                         f"XLA per chip {_num(s['xla_flops'])}, HBM traffic {_num(s['xla_bytes_accessed'], 'B')}")
+                         f"XLA per chip {_num(s['xla_flops'])} (loop bodies once); HBM traffic at least "
+                         f"{_num(s['hbm_traffic_bytes'], 'B')} per chip")
         coll = s["collectives"].get("by_kind", {}) if s["collectives"] else {}
         if coll:
             lines.append("  collectives: " + ", ".join(

@@ -4,7 +4,13 @@ Assumptions (printed with every estimate):
 
 * compute: the closed-form model FLOPs of the step (``models.accounting``: 6 N per trained token plus
   attention; 2 N per generated token) divided evenly over the chips, at the chip's dense bf16 peak;
-* memory: XLA's "bytes accessed" of the compiled program on one chip at the published HBM bandwidth;
+* memory: the bytes each chip must at least stream from HBM (``StepPlan.hbm_traffic_bytes``): every weight
+  at the compute dtype once per pass (FSDP gathers them: forward, two backward matmuls, + the recomputed
+  forward under remat), the optimizer update's reads and writes, and for decoding the KV cache once per
+  generated token; activations are not counted (XLA keeps many of them on chip), so this is a lower
+  bound. XLA's own "bytes accessed" is reported beside it but not used: it sums every op's operands and
+  results and counts a loop body (scanned layers) once, so it is neither a bound nor comparable between a
+  scanned and an unrolled model;
 * communication: the ring-algorithm bytes one chip sends for the collectives of the partitioned HLO
   (:mod:`ee_jax.plan.hlo`) at the chip's total interconnect bandwidth, every link busy;
 * ``serial``: compute/memory and communication do not overlap (an upper bound on the time);
@@ -20,8 +26,9 @@ from __future__ import annotations
 from ee_jax.plan.chips import Chip
 from ee_jax.plan.steps import StepPlan
 
-ASSUMPTIONS = ("estimate: closed-form model FLOPs at the chip's dense bf16 peak; XLA's bytes accessed at the "
-               "published HBM bandwidth; ring-collective bytes at the chip's total interconnect bandwidth; "
+ASSUMPTIONS = ("estimate: closed-form model FLOPs at the chip's dense bf16 peak; weights streamed once per pass, "
+               "optimizer reads/writes and the KV cache per decoded token at the published HBM bandwidth "
+               "(activations not counted); ring-collective bytes at the chip's total interconnect bandwidth; "
                "serial = no overlap (upper bound on time), overlapped = perfect overlap (lower bound)")
 
 
@@ -31,7 +38,7 @@ def estimate(step: StepPlan, chip: Chip, num_chips: int) -> dict | None:
     if step.oom:
         return None
     compute = step.model_flops / num_chips / chip.peak_bf16_flops
-    memory = (step.xla_bytes_accessed or 0.0) / chip.hbm_bandwidth
+    memory = step.hbm_traffic_bytes / chip.hbm_bandwidth
     comm = step.collectives.get("transfer_bytes", 0.0) / chip.interconnect_bandwidth
     serial = max(compute, memory) + comm
     overlapped = max(compute, memory, comm)

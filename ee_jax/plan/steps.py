@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ee_jax.config import Config
-from ee_jax.models.accounting import forward_flops_per_token, train_flops_per_token
+from ee_jax.models.accounting import forward_flops_per_token, param_count, train_flops_per_token
 from ee_jax.models.factory import abstract_model
 from ee_jax.models.sampler import Sampler, bucket
 from ee_jax.parallel.rules import use_mesh
@@ -67,7 +67,8 @@ class StepPlan:
     param_bytes: int = 0
     opt_bytes: int = 0
     xla_flops: float | None = None  # per chip, XLA's count (loop bodies as XLA counts them)
-    xla_bytes_accessed: float | None = None
+    xla_bytes_accessed: float | None = None  # XLA's count: every op's operands + results, loop bodies once
+    hbm_traffic_bytes: float = 0.0  # per chip, the estimate's lower bound: weights streamed + KV cache + updates
     collectives: dict = dataclasses.field(default_factory=dict)
     oom: str = ""  # libtpu's RESOURCE_EXHAUSTED message when it did not compile
     oom_needed_bytes: float | None = None
@@ -92,6 +93,28 @@ def shard_bytes(tree) -> int:
         shape = leaf.sharding.shard_shape(leaf.shape) if getattr(leaf, "sharding", None) is not None else leaf.shape
         total += math.prod(shape) * jnp.dtype(leaf.dtype).itemsize
     return int(total)
+
+
+def weight_stream_bytes(cfg: Config, mesh) -> float:
+    """Bytes of weights one chip reads per pass over the model: all of them at the compute dtype once FSDP has
+    gathered them (tensor parallelism keeps 1/tensor of each)."""
+    return param_count(cfg.model) * jnp.dtype(cfg.model.dtype).itemsize / mesh.shape["tensor"]
+
+
+def _passes(cfg: Config) -> int:
+    return 3 + (cfg.model.remat != "none")  # forward, two backward matmuls per weight (+ the recomputed forward)
+
+
+def _update_traffic(param_bytes: int, opt_bytes: int) -> float:
+    return 2 * (param_bytes + opt_bytes) + param_bytes  # read and write parameters and moments, read gradients
+
+
+def _cache_bytes(cfg: Config, rows: int, length: int, mesh) -> float:
+    """One chip's share of a KV cache of ``rows`` x ``length`` (rows split over the data-parallel axes)."""
+    m = cfg.model
+    hd = m.head_dim or m.d_model // m.num_heads
+    dp = mesh.shape["data"] * mesh.shape["fsdp"]
+    return 2 * m.num_layers * rows * length * m.num_kv_heads * hd * jnp.dtype(m.dtype).itemsize / dp
 
 
 def _sds(shape, dtype, sharding):
@@ -149,6 +172,8 @@ def plan_train(cfg: Config, mesh) -> StepPlan:
     tokens = t.batch_size * t.seq_len
     plan = StepPlan("train", tokens, train_flops_per_token(cfg.model, t.seq_len) * tokens,
                     param_bytes=shard_bytes(state.params), opt_bytes=shard_bytes(state.opt_state))
+    plan.hbm_traffic_bytes = (weight_stream_bytes(cfg, mesh) * _passes(cfg) * t.grad_accum
+                              + _update_traffic(plan.param_bytes, plan.opt_bytes))
     _compile(plan, mesh, step_fn.jitted, state, _batch(BATCH_KEYS, t.batch_size, t.seq_len, mesh))
     return plan
 
@@ -188,16 +213,18 @@ def plan_rl(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) ->
     prefix = "+".join(algorithms)
     grads = StepPlan(f"{prefix}:policy_grads", tokens, flops, param_bytes=p_bytes, opt_bytes=o_bytes,
                      resident_bytes=o_bytes + p_bytes + ref + critic_bytes,
-                     resident_note="optimizer state + gradient accumulator" + extra)
+                     resident_note="optimizer state + gradient accumulator" + extra,
+                     hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) * _passes(cfg))
     _compile(grads, mesh, make_policy_grads(graphdef, shardings.params, mesh, r).jitted, state.params,
              _batch(POLICY_KEYS, r.micro_rows, seq, mesh))
     acc = StepPlan(f"{prefix}:accumulate", 0, 0.0, param_bytes=p_bytes,
                    resident_bytes=p_bytes + o_bytes + ref + critic_bytes,
-                   resident_note="policy parameters + optimizer state" + extra)
+                   resident_note="policy parameters + optimizer state" + extra, hbm_traffic_bytes=3 * p_bytes)
     _compile(acc, mesh, make_accumulate(shardings.params, mesh).jitted, state.params, state.params)
     rep = NamedSharding(mesh, PartitionSpec())
     apply = StepPlan(f"{prefix}:apply_update", 0, 0.0, param_bytes=p_bytes, opt_bytes=o_bytes,
-                     resident_bytes=ref + critic_bytes, resident_note=extra[3:])
+                     resident_bytes=ref + critic_bytes, resident_note=extra[3:],
+                     hbm_traffic_bytes=_update_traffic(p_bytes, o_bytes))
     _compile(apply, mesh, make_apply_update(tx, shardings, mesh).jitted, state, state.params,
              _sds((), jnp.float32, rep))
     out = [grads, acc, apply]
@@ -206,11 +233,12 @@ def plan_rl(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) ->
         policy = "policy state" + (" + reference policy" if ref else "")
         cg = StepPlan("ppo:critic_grads", tokens, flops, param_bytes=cp, opt_bytes=co,
                       resident_bytes=co + cp + p_bytes + o_bytes + ref,
-                      resident_note="critic optimizer state + gradient accumulator + " + policy)
+                      resident_note="critic optimizer state + gradient accumulator + " + policy,
+                      hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) * _passes(cfg))
         _compile(cg, mesh, make_critic_grads(cgraph, cshard.params, mesh, r).jitted, cstate.params,
                  _batch(CRITIC_KEYS, r.micro_rows, seq, mesh))
         ca = StepPlan("ppo:critic_update", 0, 0.0, param_bytes=cp, opt_bytes=co, resident_bytes=p_bytes + o_bytes + ref,
-                      resident_note=policy)
+                      resident_note=policy, hbm_traffic_bytes=_update_traffic(cp, co))
         _compile(ca, mesh, make_apply_update(ctx, cshard, mesh).jitted, cstate, cstate.params,
                  _sds((), jnp.float32, rep))
         out += [cg, ca]
@@ -259,12 +287,15 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
                           unstack.output_shardings)
     b, t, c = shape["rows"], shape["prompt_len"], shape["cache_len"]
     prefill = StepPlan("sampler:prefill", b * t, forward_flops_per_token(cfg.model, t // 2) * b * t,
-                       param_bytes=p_bytes, resident_bytes=resident, resident_note=note)
+                       param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
+                       hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) + _cache_bytes(cfg, b, c, mesh))
     tokens = _sds((b, t), jnp.int32, sampler._row_sharding)
     lengths = _sds((b,), jnp.int32, rep)
     compiled = _compile(prefill, mesh, sampler._prefill, abs_params, layers, tokens, lengths, cache_len=c)
-    decode = StepPlan("sampler:decode", b * shape["chunk"], forward_flops_per_token(cfg.model, c) * b * shape["chunk"],
-                      param_bytes=p_bytes, resident_bytes=resident, resident_note=note)
+    chunk = shape["chunk"]
+    decode = StepPlan("sampler:decode", b * chunk, forward_flops_per_token(cfg.model, c) * b * chunk,
+                      param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
+                      hbm_traffic_bytes=chunk * (weight_stream_bytes(cfg, mesh) + _cache_bytes(cfg, b, c, mesh)))
     if compiled is None:
         decode.oom = "not compiled: the prefill does not fit"
         return [prefill, decode]
