@@ -25,6 +25,7 @@ PUBLISHED = {
     "llama-3.2-3b": 3_212_749_824,
     "llama-3.1-8b": 8_030_261_248,
     "qwen2.5-7b": 7_615_616_512,
+    "qwen2.5-1.5b": 1_543_714_304,
 }
 
 SMALL = dict(vocab_size=97, d_model=32, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8, ffn_dim=48)

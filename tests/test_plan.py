@@ -143,3 +143,26 @@ def test_collectives_count_loop_iterations_and_ring_bytes():
     assert (ar["count"], ar["bytes"]) == (1, 32)
     assert ar["transfer_bytes"] == pytest.approx(2 * 32 * 3 / 4)  # groups of 4 ([2,4]<=[8])
     assert c["unknown_trip_loops"] == 0
+
+
+def test_accelerator_presets_name_a_topology_their_mesh_divides():
+    """configs/accelerators/*.yaml: each names its topology (`--topology NAME` in its header) and its mesh and
+    batch shapes divide over that many chips for training and RL (the full compile: bench/plan_presets.py)."""
+    import glob
+    import re
+
+    from ee_jax.config import load_config, validate_mesh
+    from ee_jax.plan import parse_topology
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs", "accelerators")
+    paths = sorted(glob.glob(os.path.join(root, "*.yaml")))
+    assert len(paths) >= 5
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        names = re.findall(r"--topology (\S+)", text)
+        assert names, f"{path}: no '--topology NAME' in its header"
+        cfg = load_config(path)
+        _, chips = parse_topology(names[0])
+        validate_mesh(cfg, chips, steps=("train", "rl"))
+        assert cfg.model.dtype == "bfloat16" and cfg.model.remat != "none"

@@ -137,7 +137,7 @@ def render(plan: dict) -> str:
     for s in plan["steps"]:
         verdict = "fits" if s["fits"] else "DOES NOT FIT"
         lines.append(f"\n{s['name']}: {verdict}  peak {_gib(s['peak_bytes'])} of {_gib(hbm)}  "
-                     f"compile {s['compile_s']:.1f} s")
+                     f"compile {s['compile_s']:.1f} s (trace + lower {s['lower_s']:.1f} s)")
         if s["oom"]:
             lines.append(f"  compiler: {s['oom'][:300]}")
         lines.append(f"  parameters {_gib(s['param_bytes'])}, optimizer {_gib(s['opt_bytes'])}; program: arguments "

@@ -57,7 +57,8 @@ class StepPlan:
     name: str
     tokens: int  # tokens the program processes per call (all chips)
     model_flops: float  # closed-form model FLOPs per call (all chips)
-    compile_s: float = 0.0
+    compile_s: float = 0.0  # trace + lower + XLA compile
+    lower_s: float = 0.0  # of which tracing the Python function and lowering it to StableHLO
     argument_bytes: int = 0
     output_bytes: int = 0
     temp_bytes: int = 0
@@ -132,7 +133,9 @@ def _compile(step: StepPlan, mesh, jitted, *args, **kwargs):
     t0 = time.perf_counter()
     try:
         with use_mesh(mesh):
-            compiled = jitted.lower(*args, **kwargs).compile()
+            lowered = jitted.lower(*args, **kwargs)
+            step.lower_s = time.perf_counter() - t0
+            compiled = lowered.compile()
     except Exception as e:  # XlaRuntimeError; its type is not public API
         msg = str(e)
         if not _OOM.search(msg):
