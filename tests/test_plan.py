@@ -92,9 +92,11 @@ def test_out_of_memory_exits_non_zero_naming_the_step_and_what_helps():
 def test_gpu_plan_compiles_for_simulated_devices(tiny_config):
     from ee_jax.plan import make_plan
 
-    plan = make_plan(tiny_config(*FSDP), "h100x8", steps=("train",))
+    plan = make_plan(tiny_config(*FSDP, "model.attention_impl=cudnn"), "h100x8", steps=("train",))
     assert plan["simulated"] and plan["chips"] == 8 and plan["chip"] == "NVIDIA H100 SXM"
     assert plan["fits"] and plan["mesh"]["fsdp"] == 8
+    # XLA:CPU cannot compile cuDNN attention: the simulated plan says what it compiled instead.
+    assert plan["substituted"] == {"model.attention_impl": "cudnn -> xla (simulated devices)"}
 
 
 def test_topology_names_and_mesh_validation(tiny_config):

@@ -68,6 +68,11 @@ def make_plan(cfg: Config, topology_name: str, steps: tuple[str, ...] = STEPS,
             raise ValueError(f"--steps: {s!r} is not one of {', '.join(STEPS)}")
     topo = topology(topology_name)
     cfg = dataclasses.replace(cfg, model=trained_model(cfg))
+    substituted = {}
+    if topo.simulated and cfg.model.attention_impl in ("cudnn", "splash"):
+        # XLA:CPU cannot compile the cuDNN / Pallas kernels; their memory is at most the XLA path's.
+        substituted["model.attention_impl"] = f"{cfg.model.attention_impl} -> xla (simulated devices)"
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, attention_impl="xla"))
     mesh = make_mesh(cfg, list(topo.devices), steps=tuple(s for s in steps if s in ("train", "rl")))
     data, fsdp, tensor = resolve_mesh_shape(cfg, topo.num_chips)
     say = progress or (lambda name: None)
@@ -93,7 +98,8 @@ def make_plan(cfg: Config, topology_name: str, steps: tuple[str, ...] = STEPS,
         "model": {"name": cfg.model.name, "params": param_count(cfg.model), "vocab_size": cfg.model.vocab_size},
         "settings": abstract_inputs_note(cfg),
         "rollout": rollout_shape(cfg, mesh) if "sampler" in steps else None,
-        "chip_figures": dataclasses.asdict(chip), "steps": rows, "fits": not failing, "summary": summary,
+        "substituted": substituted, "chip_figures": dataclasses.asdict(chip), "steps": rows, "fits": not failing,
+        "summary": summary,
         "estimate_assumptions": ASSUMPTIONS,
     }
 
@@ -128,6 +134,8 @@ def render(plan: dict) -> str:
              f"model {plan['model']['name']}: {plan['model']['params']:,} parameters; mesh data={mesh['data']} "
              f"fsdp={mesh['fsdp']} tensor={mesh['tensor']}",
              "settings: " + ", ".join(f"{k}={v}" for k, v in plan["settings"].items())]
+    for key, change in plan.get("substituted", {}).items():
+        lines.append(f"compiled with {key}: {change}")
     if plan.get("rollout"):
         r = plan["rollout"]
         lines.append(f"rollout batch {r['rows']} rows, prompt {r['prompt_len']}, cache {r['cache_len']}, "
