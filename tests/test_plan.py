@@ -49,6 +49,10 @@ def test_v5e_plan_compiles_every_program_and_fits(v5e_plan):
     update = 2 * (train["param_bytes"] + train["opt_bytes"]) + train["param_bytes"]
     assert train["hbm_traffic_bytes"] == 3 * 4 * n + update
     assert train["roofline"]["memory_s"] == pytest.approx(train["hbm_traffic_bytes"] / 819e9)
+    # Beside the sampler the GRPO run (the configured algorithm) keeps the optimizer state and the reference
+    # policy, each sharded like the parameters.
+    prefill = p["steps"][6]
+    assert prefill["resident_bytes"] == train["opt_bytes"] + train["param_bytes"]
     assert p["rollout"] == {"rows": 8, "prompt_len": 128, "cache_len": 128, "chunk": 16, "max_new_tokens": 16}
 
 

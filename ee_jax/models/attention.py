@@ -235,6 +235,14 @@ class Attention(nnx.Module):
             mask = attention_mask(positions, segment_ids, positions, segment_ids, window)
             out = dot_product_attention(q, k, v, mask, self.scale, cfg.attention_impl, segment_ids, window)
             new_cache = None
+        elif cache[0].shape[1] == x.shape[1]:
+            # A prefill into a cache of the prompt's own length (the sampler's): the cache becomes exactly these
+            # keys/values (a write of T rows into T slots starts at 0), so attention is the prompt's causal
+            # self-attention and may use the fused kernel (splash / cuDNN) instead of materialising T x T scores.
+            ones = jnp.ones_like(positions)
+            mask = attention_mask(positions, ones, positions, ones, window)
+            out = dot_product_attention(q, k, v, mask, self.scale, cfg.attention_impl, ones, window)
+            new_cache = (k.astype(cache[0].dtype), v.astype(cache[1].dtype))
         else:
             k_cache, v_cache = cache
             start = positions[:, 0]

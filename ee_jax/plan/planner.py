@@ -85,7 +85,7 @@ def make_plan(cfg: Config, topology_name: str, steps: tuple[str, ...] = STEPS,
         plans.extend(plan_rl(cfg, mesh, algorithms))
     if "sampler" in steps:
         say("sampler")
-        plans.extend(plan_sampler(cfg, mesh, algorithms))
+        plans.extend(plan_sampler(cfg, mesh, (cfg.rl.algorithm,)))  # residents of the configured RL run
     chip = topo.chip
     rows = [_row(p, chip.hbm_bytes, chip, topo.num_chips, cfg, fsdp) for p in plans]
     failing = [r for r in rows if not r["fits"]]

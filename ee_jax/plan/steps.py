@@ -274,12 +274,12 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
     shape = rollout_shape(cfg, mesh)
     tx = rl_optimizer(cfg, cfg.rl.lr)
     graphdef, abs_params = abstract_model(cfg.model, mesh)
-    opt_bytes = shard_bytes(jax.eval_shape(tx.init, abs_params))
+    opt_bytes = shard_bytes(abstract_state(tx, abs_params, mesh).opt_state)  # sharded as the RL run holds it
     p_bytes = shard_bytes(abs_params)
     critic = 0
     if "ppo" in algorithms:
         _, c_params = abstract_critic(cfg.model, mesh)
-        critic = 3 * shard_bytes(c_params)  # parameters + two AdamW moments
+        critic = shard_bytes(abstract_state(rl_optimizer(cfg, cfg.rl.critic_lr, also=CRITIC_HEAD), c_params, mesh))
     resident = opt_bytes + (p_bytes if cfg.rl.kl_coef else 0) + critic
     note = "optimizer state" + (" + reference policy" if cfg.rl.kl_coef else "") + (" + critic" if critic else "")
     sampler = Sampler(graphdef, abs_params, cfg.model, mesh, cfg=cfg.sampler, chunk=shape["chunk"])
