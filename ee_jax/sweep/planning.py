@@ -56,7 +56,7 @@ def size_figures(cfg: Config, *, steps: int = 3) -> dict:
     tx = make_optimizer(cfg.optimizer, 1000)
     graphdef, state, shardings = create_train_state(cfg, tx, mesh)
     step = make_train_step(graphdef, tx, shardings, mesh, t.grad_accum)
-    rows = t.batch_size * t.grad_accum
+    rows = t.batch_size  # the global batch; grad_accum splits it inside the step
     tokens = np.random.default_rng(cfg.seed).integers(1, cfg.model.vocab_size, (rows, t.seq_len + 1))
     batch = {k: jax.device_put(v, batch_sharding(mesh)) for k, v in make_batch(tokens).items()}
     with use_mesh(mesh):

@@ -3,8 +3,9 @@ parameter-efficiency answer.
 
 Inputs are the points' own reports (``RUN/f*/SIZE/report.json``, every number already checked against
 the episode logs) and their resolved configs. Training FLOPs of a method = its optimizer updates x the
-tokens one update processes (``batch_size x grad_accum x seq_len``, packed rows, padding included:
-what the device computed) x the closed-form FLOPs per token (``models.accounting``).
+tokens one update processes (``batch_size x seq_len``, which ``grad_accum`` splits into micro-batches;
+packed rows, padding included: what the device computed) x the closed-form FLOPs per token
+(``models.accounting``).
 
 The answer: for each early-experience method M, the smallest model at which M *matches or beats*
 imitation at a larger size. Seeds pair up (a seed's data, task lists and evaluation are the same at
@@ -29,7 +30,7 @@ def trained_model(cfg: Config) -> ModelConfig:
 
 
 def tokens_per_update(cfg: Config) -> int:
-    return cfg.train.batch_size * cfg.train.grad_accum * cfg.train.seq_len
+    return cfg.train.batch_size * cfg.train.seq_len  # train.grad_accum splits these rows into micro-batches
 
 
 def paired_difference(a: dict[str, float], b: dict[str, float]) -> dict | None:
