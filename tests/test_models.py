@@ -193,7 +193,7 @@ def test_scanned_layers_keep_static_windows_for_splash_and_remat():
     ref_cfg = preset_config("gemma3-270m", **base)
     mesh = single_device_mesh()
     _, params = init_params(ref_cfg, mesh, seed=3)
-    t = jax.random.randint(jax.random.key(7), (1, 128), 0, ref_cfg.vocab_size)
+    t = jax.random.randint(jax.random.key(7), (1, 128), 0, ref_cfg.vocab_size)  # splash blocks are 128
 
     def loss_and_grad(cfg):
         g, _ = abstract_model(cfg, mesh)
