@@ -204,16 +204,7 @@ class Sampler:
         if any(len(e) == 0 for e in encoded):
             raise ValueError("every prompt needs at least one token")
         n = len(encoded)
-        b = bucket(n, c.batch_buckets, self.data_parallel)
-        longest, limit = max(len(e) for e in encoded), self.model_cfg.max_seq_len
-        if longest + max_new > limit:
-            raise ValueError(f"prompt of {longest} tokens + {max_new} new tokens exceeds model.max_seq_len={limit}")
-        t = bucket(longest, c.prefill_buckets)
-        steps = -(-max_new // self.chunk) * self.chunk
-        # Near the context limit the bucketed cache is cut to max_seq_len: a row only writes past the
-        # end (clamped to the last slot) after its max_new tokens are drawn, so what it returns is intact.
-        cache_len = min(t + steps, limit)
-        t = min(t, cache_len)
+        b, t, steps, cache_len = self.shapes(n, max(len(e) for e in encoded), max_new)
         tokens = np.zeros((b, t), np.int32)
         lengths = np.ones((b,), np.int32)
         for i, e in enumerate(encoded):
@@ -243,6 +234,20 @@ class Sampler:
         out = np.concatenate(outs, 1)[:n, :max_new]
         lp = np.concatenate(lps, 1)[:n, :max_new]
         return [self._finish(out[i], lp[i], stop_arr, stop) for i in range(n)]
+
+    def shapes(self, rows: int, longest: int, max_new: int) -> tuple[int, int, int, int]:
+        """``(batch, prompt length, decode steps, cache length)`` the device programs are compiled for when
+        ``rows`` prompts of at most ``longest`` tokens each get ``max_new`` new tokens (bucketed)."""
+        c, limit = self.cfg, self.model_cfg.max_seq_len
+        if longest + max_new > limit:
+            raise ValueError(f"prompt of {longest} tokens + {max_new} new tokens exceeds model.max_seq_len={limit}")
+        b = bucket(rows, c.batch_buckets, self.data_parallel)
+        t = bucket(longest, c.prefill_buckets)
+        steps = -(-max_new // self.chunk) * self.chunk
+        # Near the context limit the bucketed cache is cut to max_seq_len: a row only writes past the
+        # end (clamped to the last slot) after its max_new tokens are drawn, so what it returns is intact.
+        cache_len = min(t + steps, limit)
+        return b, min(t, cache_len), steps, cache_len
 
     @staticmethod
     def _keys(seed, n: int, b: int):

@@ -15,7 +15,8 @@ from ee_jax.models.accounting import param_count
 from ee_jax.parallel import make_mesh
 from ee_jax.plan.chips import GIB, topology
 from ee_jax.plan.roofline import ASSUMPTIONS, estimate
-from ee_jax.plan.steps import StepPlan, abstract_inputs_note, plan_rl, plan_sampler, plan_train, rollout_shape
+from ee_jax.plan.steps import StepPlan, abstract_inputs_note, plan_rl, plan_sampler, plan_train
+from ee_jax.report.markdown import human
 from ee_jax.sweep.scaling import trained_model
 
 STEPS = ("train", "rl", "sampler")
@@ -77,6 +78,7 @@ def make_plan(cfg: Config, topology_name: str, steps: tuple[str, ...] = STEPS,
     data, fsdp, tensor = resolve_mesh_shape(cfg, topo.num_chips)
     say = progress or (lambda name: None)
     plans: list[StepPlan] = []
+    rollout = None
     if "train" in steps:
         say("train")
         plans.append(plan_train(cfg, mesh))
@@ -85,7 +87,8 @@ def make_plan(cfg: Config, topology_name: str, steps: tuple[str, ...] = STEPS,
         plans.extend(plan_rl(cfg, mesh, algorithms))
     if "sampler" in steps:
         say("sampler")
-        plans.extend(plan_sampler(cfg, mesh, (cfg.rl.algorithm,)))  # residents of the configured RL run
+        rollout, sampler_plans = plan_sampler(cfg, mesh, (cfg.rl.algorithm,))  # residents of the configured run
+        plans.extend(sampler_plans)
     chip = topo.chip
     rows = [_row(p, chip.hbm_bytes, chip, topo.num_chips, cfg, fsdp) for p in plans]
     failing = [r for r in rows if not r["fits"]]
@@ -97,7 +100,7 @@ def make_plan(cfg: Config, topology_name: str, steps: tuple[str, ...] = STEPS,
         "simulated": topo.simulated, "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor},
         "model": {"name": cfg.model.name, "params": param_count(cfg.model), "vocab_size": cfg.model.vocab_size},
         "settings": abstract_inputs_note(cfg),
-        "rollout": rollout_shape(cfg, mesh) if "sampler" in steps else None,
+        "rollout": rollout,
         "substituted": substituted, "chip_figures": dataclasses.asdict(chip), "steps": rows, "fits": not failing,
         "summary": summary,
         "estimate_assumptions": ASSUMPTIONS,
@@ -111,15 +114,6 @@ def _gib(n: float | None) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{int(n)} B"
-
-
-def _num(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return "-"
-    for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale:
-            return f"{x / scale:.2f}{suffix}{unit}"
-    return f"{x:.3g}{unit}"
 
 
 def _ms(s: float | None) -> str:
@@ -154,14 +148,15 @@ def render(plan: dict) -> str:
                      + (f"; beside it {_gib(s['resident_bytes'])} ({s['resident_note']})"
                         if s["resident_bytes"] else ""))
         if s["tokens"]:
-            lines.append(f"  FLOPs per call {_num(s['model_flops'])} (model), {_num(s['flops_per_token'])} per token; "
-                         f"XLA per chip {_num(s['xla_flops'])} (loop bodies once); HBM traffic at least "
-                         f"{_num(s['hbm_traffic_bytes'], 'B')} per chip")
+            lines.append(f"  FLOPs per call {human(s['model_flops'])} (model), "
+                         f"{human(s['flops_per_token'])} per token; "
+                         f"XLA per chip {human(s['xla_flops'])} (loop bodies once); HBM traffic at least "
+                         f"{human(s['hbm_traffic_bytes'], 'B')} per chip")
         coll = s["collectives"].get("by_kind", {}) if s["collectives"] else {}
         if coll:
             lines.append("  collectives: " + ", ".join(
-                f"{k} x{v['count']} ({_num(v['bytes'], 'B')})" for k, v in coll.items())
-                + f"; ~{_num(s['collectives']['transfer_bytes'], 'B')} sent per chip")
+                f"{k} x{v['count']} ({human(v['bytes'], 'B')})" for k, v in coll.items())
+                + f"; ~{human(s['collectives']['transfer_bytes'], 'B')} sent per chip")
         est = s["roofline"]
         if est and s["tokens"]:
             lines.append(f"  estimate ({est['bound']}-bound): {_ms(est['step_s_overlapped'])} - "

@@ -27,7 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ee_jax.config import Config
 from ee_jax.models.accounting import forward_flops_per_token, param_count, train_flops_per_token
 from ee_jax.models.factory import abstract_model
-from ee_jax.models.sampler import Sampler, bucket
+from ee_jax.models.sampler import Sampler
 from ee_jax.parallel.rules import use_mesh
 from ee_jax.plan.hlo import collectives
 from ee_jax.rl.critic import CRITIC_HEAD, abstract_critic
@@ -39,7 +39,7 @@ from ee_jax.rl.step import (
     make_critic_grads,
     make_policy_grads,
 )
-from ee_jax.rl.trainer import rl_optimizer
+from ee_jax.rl.trainer import rl_optimizer, rl_seq_len
 from ee_jax.train.optimizer import train_optimizer
 from ee_jax.train.state import abstract_state, state_shardings
 from ee_jax.train.step import BATCH_KEYS, batch_sharding, make_train_step
@@ -181,10 +181,6 @@ def plan_train(cfg: Config, mesh) -> StepPlan:
     return plan
 
 
-def rl_seq_len(cfg: Config) -> int:
-    return cfg.rl.seq_len or cfg.model.max_seq_len
-
-
 def plan_rl(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) -> list[StepPlan]:
     """The RL update's programs: one micro-batch's policy gradients (``rl.micro_rows`` x the packed row
     length), the gradient accumulation and the optimizer update, which GRPO and PPO share; with PPO the
@@ -248,30 +244,29 @@ def plan_rl(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) ->
     return out
 
 
-def rollout_shape(cfg: Config, mesh) -> dict[str, int]:
-    """The sampler's shapes for one RL rollout batch: rows (``rl.tasks_per_step`` x ``rl.group_size``, padded as
-    the sampler pads), the prompt bucket, the decode chunk and the cache length (``model.max_seq_len``)."""
-    sc, r = cfg.sampler, cfg.rl
-    dp = mesh.shape["data"] * mesh.shape["fsdp"]
-    rows = bucket(r.tasks_per_step * r.group_size, sc.batch_buckets, dp)
+ROLLOUT_CHUNK = 16  # the decode chunk RL rollouts and evaluation use (the Sampler's default)
+
+
+def rollout_shape(cfg: Config, sampler: Sampler) -> dict[str, int]:
+    """The sampler's shapes for one RL rollout batch: ``rl.tasks_per_step`` x ``rl.group_size`` prompts, the
+    longest that still leaves room for a reply within ``model.max_seq_len``, as ``Sampler.generate`` buckets
+    them."""
+    r = cfg.rl
     max_new = r.max_new_tokens or cfg.eval.max_new_tokens
-    chunk = 16
-    steps = -(-max_new // chunk) * chunk
-    limit = cfg.model.max_seq_len
-    prompt = bucket(max(limit - steps, 1), sc.prefill_buckets)
-    cache = min(prompt + steps, limit)
-    return {"rows": rows, "prompt_len": min(prompt, cache), "cache_len": cache, "chunk": chunk,
+    rows, prompt, _, cache = sampler.shapes(r.tasks_per_step * r.group_size, cfg.model.max_seq_len - max_new,
+                                            max_new)
+    return {"rows": rows, "prompt_len": prompt, "cache_len": cache, "chunk": sampler.chunk,
             "max_new_tokens": max_new}
 
 
-def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) -> list[StepPlan]:
-    """The sampler's prefill (one rollout batch of prompts) and one decode chunk, as an RL step runs them.
+def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) -> tuple[dict, list[StepPlan]]:
+    """``(rollout shape, [prefill, decode])``: the sampler's prefill of one rollout batch of prompts and one
+    decode chunk, as an RL step runs them.
 
     Residents: the policy's optimizer state, the reference policy (``rl.kl_coef`` > 0) and, for PPO, the critic
     state, which the RL loop keeps while it samples. The per-layer weight copy the sampler slices once per
     ``generate`` call is among the programs' arguments.
     """
-    shape = rollout_shape(cfg, mesh)
     tx = rl_optimizer(cfg, cfg.rl.lr)
     graphdef, abs_params = abstract_model(cfg.model, mesh)
     opt_bytes = shard_bytes(abstract_state(tx, abs_params, mesh).opt_state)  # sharded as the RL run holds it
@@ -282,7 +277,8 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
         critic = shard_bytes(abstract_state(rl_optimizer(cfg, cfg.rl.critic_lr, also=CRITIC_HEAD), c_params, mesh))
     resident = opt_bytes + (p_bytes if cfg.rl.kl_coef else 0) + critic
     note = "optimizer state" + (" + reference policy" if cfg.rl.kl_coef else "") + (" + critic" if critic else "")
-    sampler = Sampler(graphdef, abs_params, cfg.model, mesh, cfg=cfg.sampler, chunk=shape["chunk"])
+    sampler = Sampler(graphdef, abs_params, cfg.model, mesh, cfg=cfg.sampler, chunk=ROLLOUT_CHUNK)
+    shape = rollout_shape(cfg, sampler)
     rep = NamedSharding(mesh, PartitionSpec())
     with use_mesh(mesh):
         unstack = sampler._unstack.lower(abs_params).compile()
@@ -301,7 +297,7 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
                       hbm_traffic_bytes=chunk * (weight_stream_bytes(cfg, mesh) + _cache_bytes(cfg, b, c, mesh)))
     if compiled is None:
         decode.oom = "not compiled: the prefill does not fit"
-        return [prefill, decode]
+        return shape, [prefill, decode]
     logits_shape, cache_shape = jax.eval_shape(
         lambda *a: sampler._prefill_fn(*a, cache_len=c), abs_params, layers, tokens, lengths)
     outs = compiled.output_shardings
@@ -312,7 +308,7 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
     _compile(decode, mesh, sampler._decode, abs_params, layers, carry, _sds((1,), jnp.int32, rep),
              _sds(key.shape, key.dtype, rep), _sds((), jnp.float32, rep), _sds((), jnp.float32, rep),
              steps=shape["chunk"], top_k=int(cfg.sampler.top_k), greedy=cfg.rl.temperature == 0)
-    return [prefill, decode]
+    return shape, [prefill, decode]
 
 
 def abstract_inputs_note(cfg: Config) -> dict[str, Any]:

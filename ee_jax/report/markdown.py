@@ -40,6 +40,16 @@ def num(stats: dict | None, digits: int = 2) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 
+def human(n: float | None, unit: str = "", missing: str = "—") -> str:
+    """``n`` with an SI prefix and three significant digits (``1.23 GFLOP``); ``missing`` for None."""
+    if n is None:
+        return missing
+    for div, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {suffix}{unit}"
+    return f"{n:.3g} {unit}".strip()
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
             *("| " + " | ".join(r) + " |" for r in rows)]

@@ -52,6 +52,11 @@ def rl_settings(cfg: Config, init: str) -> dict:
             "eval_for_selection": {k: d["eval"][k] for k in ("max_new_tokens", "max_invalid", "temperature")}}
 
 
+def rl_seq_len(cfg: Config) -> int:
+    """The packed RL row length: ``rl.seq_len``, or the model's context when 0."""
+    return cfg.rl.seq_len or cfg.model.max_seq_len
+
+
 def rl_optimizer(cfg: Config, lr: float, also: tuple[str, ...] = ()):
     """RL's AdamW: constant ``lr`` after ``rl.warmup_steps``; under LoRA only the adapters (and ``also``) train."""
     from ee_jax.models.lora import only_adapters
@@ -233,7 +238,7 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
     anchors = branch_anchors(data_dir, max_prefix=turn_limit - 2) if r.step_groups.enabled else []
     evaluate_fn = episode_evaluator(cfg, models.graphdef, tok, mesh) if r.eval_every and cfg.recipe.valid_tasks \
         else None
-    seq_len = r.seq_len or cfg.model.max_seq_len
+    seq_len = rl_seq_len(cfg)
     writer = MetricsWriter(cfg.run_dir)
     meta = {"stage": stage, "algorithm": r.algorithm, "init": init, "init_source": source, "seed": cfg.seed}
     start = resumed_from or 0

@@ -7,7 +7,7 @@ import os
 import time
 
 from ee_jax.experience.store import atomic_write_text as atomic_write
-from ee_jax.report.markdown import method_name
+from ee_jax.report.markdown import human, method_name
 from ee_jax.report.plots import _colors, _figure, _png
 from ee_jax.sweep.data_efficiency import render_markdown as data_efficiency_markdown
 from ee_jax.sweep.data_efficiency import success_vs_fraction
@@ -24,15 +24,6 @@ def _cell(cell: dict | None) -> str:
         return "—"
     std = cell.get("std")
     return f"{_pct(cell['mean'])} ± {_pct(std)}" if std is not None else _pct(cell["mean"])
-
-
-def _human(n: float | None, unit: str = "") -> str:
-    if n is None:
-        return "—"
-    for div, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {suffix}{unit}"
-    return f"{n:.3g} {unit}".strip()
 
 
 def _diff(d: dict) -> str:
@@ -85,8 +76,8 @@ def render_markdown(report: dict) -> str:
              "| data | size | params | method | updates | training FLOPs | train + eval time / seed | test | ood |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['fraction']:g} | {r['size']} | {_human(r['params'])} | {method_name(r['method'])} | "
-                     f"{r['updates_mean']:.0f} | {_human(r['train_flops_mean'], 'FLOP')} | {_times(r)} | "
+        lines.append(f"| {r['fraction']:g} | {r['size']} | {human(r['params'])} | {method_name(r['method'])} | "
+                     f"{r['updates_mean']:.0f} | {human(r['train_flops_mean'], 'FLOP')} | {_times(r)} | "
                      f"{_cell(r.get('test'))} | {_cell(r.get('ood'))} |")
     lines += ["", "Success in %, mean ± std over seeds. Training FLOPs: updates x tokens per update x "
               "closed-form FLOPs per token (forward + backward), mean over seeds. Time: wall clock of the "
@@ -99,9 +90,9 @@ def render_markdown(report: dict) -> str:
         if c is None:
             lines.append(f"- data {a['fraction']:g}, {name}: at no size does it match imitation at a larger size.")
         else:
-            lines.append(f"- data {a['fraction']:g}, **{name} at {c['size']} ({_human(c['params'])} params) "
+            lines.append(f"- data {a['fraction']:g}, **{name} at {c['size']} ({human(c['params'])} params) "
                          f"{'beats' if c['difference']['mean'] > 0 else 'matches'} IL at {c['il_size']} "
-                         f"({_human(c['il_params'])})**: difference {_diff(c['difference'])} points, "
+                         f"({human(c['il_params'])})**: difference {_diff(c['difference'])} points, "
                          + ("established by the 95% interval." if c["established"] else
                             "not established: the 95% interval reaches below the margin."))
     lines += ["", "Every comparison (early-experience method at a size vs IL at the same or a larger size; "
@@ -119,8 +110,8 @@ def render_markdown(report: dict) -> str:
                   "| devices |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for size, p in plan.items():
-            peak = _human(p.get("peak_bytes"), "B") if p.get("peak_bytes") is not None else "n/a"
-            lines.append(f"| {size} | {_human(p['params'])} | {_human(p['flops_per_token'])} | {p['compile_s']:.1f} | "
+            peak = human(p.get("peak_bytes"), "B") if p.get("peak_bytes") is not None else "n/a"
+            lines.append(f"| {size} | {human(p['params'])} | {human(p['flops_per_token'])} | {p['compile_s']:.1f} | "
                          f"{peak} | {p['step_s']:.3f} | {p['tokens_per_s']:.0f} | {100 * p['mfu']:.1f}% | "
                          f"{p['devices']} x {p['device_kind']} |")
         first = next(iter(plan.values()))
