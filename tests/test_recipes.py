@@ -174,8 +174,8 @@ def _losses(run_dir):
 
 def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(store, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    args = ["train", "--method", "il", "--no-progress", *AGENT, "recipe.epochs=0", "train.steps=120",
-            "train.checkpoint_every=1000", "train.eval_every=40", "recipe.select_metric=loss",
+    args = ["train", "--method", "il", "--no-progress", *AGENT, "recipe.epochs=0", "train.steps=40",
+            "train.checkpoint_every=1000", "train.eval_every=20", "recipe.select_metric=loss",
             "recipe.selection_evals=0", "model.dtype=float32"]
     full = _fresh_run(store, tmp_path / "full")
     subprocess.run(_cli(*args, f"run_dir={full}"), check=True, env=env, capture_output=True)
@@ -193,12 +193,12 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(store, tmp_
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM: stage 'il' stopped at step" in err and "Run the same command again to resume" in err
     stopped = int(err.split("stopped at step ")[1].split(";")[0])
-    assert 1 <= stopped < 120
+    assert 1 <= stopped < 40
     assert sorted(d for d in os.listdir(os.path.join(cut, "ckpt", "il")) if d.isdigit()) == [str(stopped)]
 
     subprocess.run(_cli(*args, f"run_dir={cut}"), check=True, env=env, capture_output=True)
     a, b = _losses(full), _losses(cut)
-    assert len(a) == 120 + 3 and a == b  # every train loss and valid loss, bit for bit
+    assert len(a) == 40 + 2 and a == b  # every train loss and valid loss, bit for bit
 
 
 def test_settings_added_after_a_run_at_their_defaults_do_not_block_its_resume():
