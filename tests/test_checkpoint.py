@@ -167,6 +167,25 @@ def test_keep_n_newest(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["3", "4"]
 
 
+def test_keep_best_survives_a_resume(tmp_path):
+    """A stage stopped and resumed keeps its best-scored checkpoint: the reopened manager knows the earlier
+    scores (it once forgot them and deleted the best at the next save; the stage then could not load the step
+    its selection named)."""
+    x = {"x": jnp.ones((4,), jnp.float32)}
+    with Checkpointer(tmp_path, keep=1, async_save=False, keep_best=True) as ckpt:
+        ckpt.save(1, x, score=0.9, force=True)
+        ckpt.save(2, x, score=0.1, force=True)
+        ckpt.save(3, x, force=True)  # the save on SIGTERM carries no score
+        assert ckpt.all_steps() == [1, 3]
+    with Checkpointer(tmp_path, keep=1, async_save=False, keep_best=True) as ckpt:
+        ckpt.save(4, x, score=0.2, force=True)
+        ckpt.save(5, x, score=0.3, force=True)
+        assert ckpt.all_steps() == [1, 5]
+        assert ckpt.restore(1, target=x)[0]["x"].tolist() == [1.0] * 4
+        ckpt.save(6, x, score=0.95, force=True)
+        assert ckpt.all_steps() == [6]
+
+
 def test_metadata_and_grain_iterator_roundtrip(tmp_path):
     meta = {"config": {"lr": 1e-3, "layers": [1, 2]}, "seed": 7, "versions": {"jax": jax.__version__}}
     it = _grain_iter()

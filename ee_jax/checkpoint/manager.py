@@ -213,6 +213,11 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if keep_best else keep,
             preservation_policy=policy,
+            # Orbax writes each save's metrics to disk (and reads them back when a resumed run reopens the
+            # directory) only when best_fn is set; without it a resumed stage forgot every earlier score and
+            # deleted its best checkpoint at the next save.
+            best_fn=(lambda m: m["score"]) if keep_best else None,
+            best_mode="max",
             save_interval_steps=1,
             enable_async_checkpointing=async_save,
             create=True,
