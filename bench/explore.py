@@ -36,7 +36,7 @@ from bench.machine import Section, machine_info  # noqa: E402
 from ee_jax.config import load_config  # noqa: E402
 from ee_jax.experience.expert import collect_expert  # noqa: E402
 from ee_jax.experience.explore import collect_explore  # noqa: E402
-from ee_jax.experience.store import finished_shards  # noqa: E402
+from ee_jax.records.store import finished_shards  # noqa: E402
 
 
 def run(args, strategy: str, root: str, expert_dir: str) -> dict:

@@ -48,7 +48,7 @@ from bench.machine import Section, machine_info, wait_idle  # noqa: E402
 
 def build_store(cfg) -> dict:
     """The store of (a), written by the real collect stages; returns record counts and the build time."""
-    from ee_jax.cli.collect import run_stage
+    from ee_jax.experience.collect import run_stage
 
     t0 = time.perf_counter()
     records = {kind: run_stage(cfg, stage, progress=False)["records"]
@@ -94,13 +94,14 @@ def bench_pipeline(cfg, objective: str, tok, n_batches: int, args) -> tuple[dict
 def bench_train(cfg, item: dict, args) -> dict:
     import jax
 
+    from ee_jax.data.batch import batch_sharding
     from ee_jax.data.experience_dataset import to_train_batch
     from ee_jax.models.accounting import param_count
     from ee_jax.parallel import single_device_mesh
     from ee_jax.parallel.rules import use_mesh
     from ee_jax.train.optimizer import make_optimizer
     from ee_jax.train.state import create_train_state
-    from ee_jax.train.step import batch_sharding, make_train_step
+    from ee_jax.train.step import make_train_step
 
     mesh = single_device_mesh()
     tx = make_optimizer(cfg.optimizer, 1000)
@@ -157,7 +158,7 @@ def main(argv=None) -> dict:
 
     from ee_jax.config import load_config
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-    from ee_jax.experience.store import finished_shards
+    from ee_jax.records.store import finished_shards
 
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="ee_jax_bench_pipeline_")
     over = [f"run_dir={run_dir}", f"model.preset={args.preset}", f"train.seq_len={args.seq}",

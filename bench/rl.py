@@ -35,9 +35,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from ee_jax.cli.collect import run_stage
     from ee_jax.config import load_config
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+    from ee_jax.experience.collect import run_stage
     from ee_jax.rl.trainer import train_rl
     from ee_jax.train.recipes import train_method
 

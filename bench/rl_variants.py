@@ -53,9 +53,9 @@ def main() -> None:
 
     import numpy as np
 
-    from ee_jax.cli.collect import run_stage
     from ee_jax.config import load_config
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+    from ee_jax.experience.collect import run_stage
     from ee_jax.rl.trainer import train_rl
     from ee_jax.train.recipes import train_method
 

@@ -129,12 +129,13 @@ def jax_config(args):
 def bench_jax(args, tokens, peak: float) -> dict:
     import jax
 
+    from ee_jax.data.batch import batch_sharding, make_batch
     from ee_jax.models.accounting import param_count, train_flops_per_token
     from ee_jax.parallel import single_device_mesh
     from ee_jax.parallel.rules import use_mesh
     from ee_jax.train.optimizer import make_optimizer
     from ee_jax.train.state import create_train_state
-    from ee_jax.train.step import batch_sharding, make_batch, make_train_step
+    from ee_jax.train.step import make_train_step
 
     cfg = jax_config(args)
     mesh = single_device_mesh()

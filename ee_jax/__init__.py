@@ -39,11 +39,11 @@ _API = {
     "run_oracle": "ee_jax.envs", "EnvPool": "ee_jax.envs.pool",
     # experience: collection, the state renderer, the store, pipelines, policies, serving
     "collect_expert": "ee_jax.experience.expert", "collect_explore": "ee_jax.experience.explore",
-    "collect_reflect": "ee_jax.experience.reflect", "iter_records": "ee_jax.experience.store",
-    "State": "ee_jax.experience.schema", "policy_prompt": "ee_jax.experience.prompts",
-    "world_model_prompt": "ee_jax.experience.prompts", "parse_action": "ee_jax.experience.prompts",
+    "collect_reflect": "ee_jax.experience.reflect.stage", "iter_records": "ee_jax.records.store",
+    "State": "ee_jax.records.schema", "policy_prompt": "ee_jax.records.prompts",
+    "world_model_prompt": "ee_jax.records.prompts", "parse_action": "ee_jax.records.prompts",
     "experience_batches": "ee_jax.data.experience_dataset", "ensure_tokenizer": "ee_jax.data.tokenizer_corpus",
-    "load_policy": "ee_jax.policy", "Policy": "ee_jax.policy", "ChatClient": "ee_jax.experience.chat_client",
+    "load_policy": "ee_jax.agent", "Policy": "ee_jax.agent", "ChatClient": "ee_jax.experience.reflect.chat_client",
     "create_app": "ee_jax.serve",
     # methods, evaluation, the main job, reports
     "train_method": "ee_jax.train.recipes", "plan_method": "ee_jax.train.budget",
@@ -51,7 +51,7 @@ _API = {
     "run_episodes": "ee_jax.eval", "evaluate_policy": "ee_jax.eval", "world_model_metrics": "ee_jax.eval",
     "summarize_episodes": "ee_jax.eval", "run_experiment": "ee_jax.pipeline.experiment",
     "build_report": "ee_jax.report", "collect_results": "ee_jax.report",
-    "paired_difference": "ee_jax.report", "grounded_rationale": "ee_jax.experience.grounded",
+    "paired_difference": "ee_jax.report", "grounded_rationale": "ee_jax.experience.reflect.grounded",
     # RL continuation
     "train_rl": "ee_jax.rl.trainer", "collect_rollouts": "ee_jax.rl.rollout",
     "grpo_advantages": "ee_jax.rl.advantages", "step_group_advantages": "ee_jax.rl.advantages",

@@ -14,7 +14,7 @@ from ee_jax.parallel import initialize_distributed  # noqa: E402
 def main(pid: int, port: int, overrides: list[str]) -> None:
     initialize_distributed(DistributedConfig(enabled=True, auto=False, coordinator_address=f"127.0.0.1:{port}",
                                              num_processes=2, process_id=pid, initialization_timeout_s=60))
-    from ee_jax.cli.collect import run_stage
+    from ee_jax.experience.collect import run_stage
 
     cfg = load_config(None, overrides)
     sections = {stage: run_stage(cfg, stage, progress=False) for stage in ("expert", "explore", "reflect")}

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ee_jax.experience.chat_client import ChatClient, ChatError
+from ee_jax.experience.reflect.chat_client import ChatClient, ChatError
 
 SECRET = "sk-test-0123456789-SECRET"
 
@@ -100,7 +100,7 @@ def stub():
 def test_retries_transient_errors_then_succeeds(stub, caplog):
     s = stub([_error(503, "overloaded"), _error(503, "overloaded"), OK])
     c = ChatClient(s.url, "m", backoff_s=0.01)
-    with caplog.at_level(logging.WARNING, logger="ee_jax.experience.chat_client"):
+    with caplog.at_level(logging.WARNING, logger="ee_jax.experience.reflect.chat_client"):
         assert c.complete("hello") == "hello"
     assert s.requests == 3
     assert len(caplog.records) == 2 and "retry 2/4" in caplog.text and "HTTP 503: overloaded" in caplog.text
@@ -193,7 +193,7 @@ def test_against_ee_jax_serve(tmp_path):
 
     require("fastapi")
     require("uvicorn")
-    from ee_jax.policy import load_policy
+    from ee_jax.agent.policy import load_policy
     from ee_jax.serve import create_app
     from ee_jax.tokenizer import render_prompt, stop_token_ids
     from tests.test_serve import MODEL, ServerThread, make_run

@@ -10,7 +10,7 @@ import pytest
 from ee_jax.config import load_config
 from ee_jax.experience.expert import collect_expert
 from ee_jax.experience.explore import collect_explore
-from ee_jax.experience.store import iter_records
+from ee_jax.records.store import iter_records
 from tests.conftest import require
 
 # env name -> (package it needs or None, extra overrides, tasks per split)

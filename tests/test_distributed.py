@@ -97,7 +97,7 @@ def _rl_losses(run_dir: str) -> dict[int, float]:
 
 
 def test_two_process_collect_train_checkpoint_resume_matches_one_process(tmp_path):
-    from ee_jax.experience.store import load_manifest
+    from ee_jax.records.store import load_manifest
 
     multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
     _two_processes(["collect", "all"], multi, portpicker.pick_unused_port())
@@ -158,7 +158,7 @@ def test_two_process_policy_exploration_and_self_reflection(tmp_path):
     """Collection stages that run the policy under jax.distributed: each host proposes alternatives and
     writes reflections for its own shards with its own copy of the model (different sampler calls on each
     host, which a global mesh would deadlock on), and the store holds every expert state's branches."""
-    from ee_jax.experience.store import load_manifest
+    from ee_jax.records.store import load_manifest
 
     run = str(tmp_path / "policy")
     extra = ["experience.explore.strategy=policy", "experience.explore.max_new_tokens=8",

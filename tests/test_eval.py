@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+from ee_jax.agent.episodes import advance_episode, start_episode
 from ee_jax.envs import make_env
 from ee_jax.eval import (
     pass_at_k,
@@ -22,7 +23,6 @@ from ee_jax.eval import (
     world_model_metrics,
     write_episodes,
 )
-from ee_jax.eval.episodes import advance_episode, start_episode
 from ee_jax.eval.metrics import ENDED
 from ee_jax.experience.expert import play_trajectory
 from tests.test_serve import make_run
@@ -154,7 +154,7 @@ POLICY_ARGS = ["model.max_seq_len=512", "eval.max_new_tokens=8", "env.max_steps=
 
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory):
-    from ee_jax.policy import load_policy
+    from ee_jax.agent.policy import load_policy
 
     run_dir = str(tmp_path_factory.mktemp("eval_run"))
     make_run(run_dir)
@@ -167,7 +167,7 @@ def _with_eval(cfg, **kw):
 
 
 def test_prompt_ids_fit_the_context(tiny_policy):
-    from ee_jax.experience.prompts import policy_prompt
+    from ee_jax.records.prompts import policy_prompt
     from ee_jax.tokenizer import render_prompt
 
     policy, _ = tiny_policy
@@ -220,8 +220,8 @@ def test_untrained_policy_episodes_are_consistent_and_deterministic(tiny_policy)
 
 @pytest.fixture(scope="module")
 def wm_store(tmp_path_factory):
+    from ee_jax.agent.policy import load_policy
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-    from ee_jax.policy import load_policy
     from tests.test_experience_pipeline import build_store, make_cfg
 
     run_dir = str(tmp_path_factory.mktemp("wm_run"))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ee_jax.experience.store import iter_records, load_manifest
+from ee_jax.records.store import iter_records, load_manifest
 from tests.conftest import require
 from tests.test_envs_cli import ee_jax, last_json
 

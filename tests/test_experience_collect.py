@@ -9,8 +9,8 @@ from ee_jax.config import load_config
 from ee_jax.envs import make_env
 from ee_jax.experience.expert import ReplayError, collect_expert
 from ee_jax.experience.explore import choose_alternatives, collect_explore
-from ee_jax.experience.schema import RecordError, State, Step, make_record, validate
-from ee_jax.experience.store import (
+from ee_jax.records.schema import RecordError, State, Step, make_record, validate
+from ee_jax.records.store import (
     StageMismatchError,
     iter_records,
     load_manifest,
@@ -18,7 +18,7 @@ from ee_jax.experience.store import (
     shard_path,
     write_shard,
 )
-from ee_jax.experience.trajectories import TrajectoryFileError
+from ee_jax.records.trajectories import TrajectoryFileError
 
 
 def cfg_for(tmp_path, *overrides):

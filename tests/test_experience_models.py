@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ee_jax.cli.collect import run_stage
 from ee_jax.config import load_config
-from ee_jax.experience.store import iter_records, load_manifest
+from ee_jax.experience.collect import run_stage
+from ee_jax.records.store import iter_records, load_manifest
 from tests.conftest import TINY, require
 
 ARGS = TINY + ["model.max_seq_len=2048", "tokenizer.vocab_size=600", "experience.tasks.train=3",
@@ -63,7 +63,7 @@ def test_policy_alternatives_are_deterministic(explored, tmp_path):
 def test_self_and_http_reflections_agree(explored, tmp_path):
     require("fastapi")
     require("uvicorn")
-    from ee_jax.policy import load_policy
+    from ee_jax.agent.policy import load_policy
     from ee_jax.serve import create_app
     from tests.test_serve import ServerThread
 

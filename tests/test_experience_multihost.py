@@ -8,9 +8,9 @@ import sys
 
 import portpicker
 
-from ee_jax.cli.collect import run_stage
 from ee_jax.config import load_config
-from ee_jax.experience.store import finished_shards, iter_records, load_manifest
+from ee_jax.experience.collect import run_stage
+from ee_jax.records.store import finished_shards, iter_records, load_manifest
 
 ARGS = ["experience.tasks.train=10", "experience.tasks.valid=3", "experience.tasks_per_shard=3",
         "experience.explore.k=3", "experience.reflect.generator=grounded"]

@@ -24,9 +24,9 @@ from ee_jax.data.examples import render_record, sources_for
 from ee_jax.data.experience_dataset import dataset_sizes, experience_batches, select_records, to_train_batch
 from ee_jax.data.tokenizer_corpus import corpus_lines, ensure_tokenizer
 from ee_jax.envs import branch, make_env
-from ee_jax.experience import prompts
-from ee_jax.experience.schema import Outcome, RecordError, State, Step, make_record
-from ee_jax.experience.store import shard_path, write_shard
+from ee_jax.records import prompts
+from ee_jax.records.schema import Outcome, RecordError, State, Step, make_record
+from ee_jax.records.store import shard_path, write_shard
 from ee_jax.tokenizer import render_prompt
 from tests.conftest import TINY
 
@@ -473,7 +473,7 @@ def test_empty_selection_names_data_dir_kind_and_split(store):
 
 
 def test_tokenizer_from_records(store):
-    from ee_jax.policy import run_tokenizer
+    from ee_jax.agent.policy import run_tokenizer
 
     cfg, tok, _, _ = store
     lines = corpus_lines(os.path.join(cfg.run_dir, "data"), cfg.prompt, max_lines=50)

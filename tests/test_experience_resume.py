@@ -6,9 +6,9 @@ import subprocess
 import sys
 import time
 
-from ee_jax.cli.collect import run_stage
 from ee_jax.config import load_config
-from ee_jax.experience.store import finished_shards, iter_records, load_manifest
+from ee_jax.experience.collect import run_stage
+from ee_jax.records.store import finished_shards, iter_records, load_manifest
 
 ARGS = ["experience.tasks.train=120", "experience.tasks.valid=8", "experience.tasks_per_shard=4",
         "experience.explore.k=4", "experience.reflect.generator=grounded"]

@@ -36,10 +36,11 @@ def test_cudnn_attention_matches_xla_in_bf16():
 
 def test_bf16_train_step_learns_on_the_gpu():
     from ee_jax.config import load_config
+    from ee_jax.data.batch import batch_sharding, make_batch
     from ee_jax.parallel import single_device_mesh
     from ee_jax.train.optimizer import make_optimizer
     from ee_jax.train.state import create_train_state
-    from ee_jax.train.step import batch_sharding, make_batch, make_train_step
+    from ee_jax.train.step import make_train_step
 
     cfg = load_config(None, TINY + ["model.dtype=bfloat16", "model.attention_impl=cudnn", "optimizer.lr=1e-2"])
     mesh = single_device_mesh(_gpus()[0])

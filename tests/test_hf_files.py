@@ -383,7 +383,7 @@ def test_recipe_init_hf_dir_streams_the_checkpoint(root):
     loader, and a model config that disagrees with config.json is refused naming the init."""
     import dataclasses
 
-    from ee_jax.train.init_weights import initial_params
+    from ee_jax.agent.weights import initial_params
 
     hf_dir, _, cfg, mesh, _, params, _ = _loaded("qwen2", root)
     run_cfg = dataclasses.replace(load_config(None, ["mesh.fsdp=2", "mesh.tensor=2"]), model=cfg)

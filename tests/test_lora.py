@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ee_jax.checkpoint.safetensors_io import _leaf_value, named_leaves
+from ee_jax.checkpoint.safetensors_io import leaf_value, named_leaves
 
 
 def _named(params) -> dict[str, np.ndarray]:
-    return {n: np.asarray(_leaf_value(v)) for n, v in named_leaves(params)[0]}
+    return {n: np.asarray(leaf_value(v)) for n, v in named_leaves(params)[0]}
 
 
 def _logits(gdef, params, mesh, tokens):
@@ -65,11 +65,12 @@ def test_fresh_adapters_keep_the_function_and_sit_on_every_target(setup):
 
 
 def test_training_moves_only_the_adapters_and_merging_reproduces_them(setup):
+    from ee_jax.data.batch import make_batch
     from ee_jax.models.lora import add_lora, merge_lora, only_adapters
     from ee_jax.models.sampler import Sampler
     from ee_jax.train import make_optimizer
     from ee_jax.train.state import create_train_state
-    from ee_jax.train.step import make_batch, make_train_step
+    from ee_jax.train.step import make_train_step
 
     cfg, mesh, base_cfg, base, tokens = setup
     start = add_lora(base, cfg.model, mesh, seed=0)

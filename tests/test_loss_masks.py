@@ -19,8 +19,8 @@ import pytest
 from ee_jax.data.examples import render_record
 from ee_jax.data.experience_dataset import experience_batches, to_train_batch
 from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-from ee_jax.experience import prompts
-from ee_jax.experience.schema import State
+from ee_jax.records import prompts
+from ee_jax.records.schema import State
 from ee_jax.tokenizer import TEMPLATES, get_template, render_prompt
 from tests.test_experience_pipeline import build_store, make_cfg
 

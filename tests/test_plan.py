@@ -41,9 +41,8 @@ def test_v5e_plan_compiles_every_program_and_fits(v5e_plan):
     assert train["xla_flops"] > 0 and train["roofline"]["compute_s"] > 0
     assert 0 < train["roofline"]["mfu_low"] <= train["roofline"]["mfu_high"] <= 1
     # The memory term's traffic: fp32 weights (gathered) streamed 3 times (no remat), then the AdamW update.
-    from ee_jax.config import load_config
+    from ee_jax.config import load_config, trained_model
     from ee_jax.models.accounting import param_count
-    from ee_jax.sweep.scaling import trained_model
 
     n = param_count(trained_model(load_config(None, TINY)))
     update = 2 * (train["param_bytes"] + train["opt_bytes"]) + train["param_bytes"]
@@ -57,9 +56,8 @@ def test_v5e_plan_compiles_every_program_and_fits(v5e_plan):
 
 
 def test_fsdp_sharding_is_real_in_the_compiled_train_step(v5e_plan):
-    from ee_jax.config import load_config
+    from ee_jax.config import load_config, trained_model
     from ee_jax.models.accounting import param_count
-    from ee_jax.sweep.scaling import trained_model
 
     train = v5e_plan["steps"][0]
     coll = train["collectives"]["by_kind"]

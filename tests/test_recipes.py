@@ -33,8 +33,8 @@ def _config(run_dir, *extra):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A collected household store (expert + transitions + grounded reflections) with its tokenizer."""
-    from ee_jax.cli.collect import run_stage
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+    from ee_jax.experience.collect import run_stage
 
     cfg = _config(str(tmp_path_factory.mktemp("recipes") / "base"))
     for stage in ("expert", "explore", "reflect"):
@@ -52,7 +52,7 @@ def _fresh_run(store, path):
 
 def test_budgets_follow_the_paper(store):
     """il: epochs x steps/epoch; iwm: a world-model stage then imitation, the same total; sr: epochs."""
-    from ee_jax.policy import run_tokenizer
+    from ee_jax.agent.policy import run_tokenizer
     from ee_jax.train.budget import plan_method, steps_per_epoch
 
     cfg = _config(store, "recipe.epochs=3", "recipe.wm_epochs=1", "recipe.wm_max_fraction=0.5")
@@ -74,7 +74,7 @@ def test_budgets_follow_the_paper(store):
 def test_il_matched_gets_exactly_srs_updates_and_every_method_the_same_selection_evaluations(store, tmp_path):
     """il_matched: imitation data, SR's update count. recipe.selection_evals: N evaluations per method at
     ceil(i * steps / N) of the reported stage, whatever the method's length."""
-    from ee_jax.policy import run_tokenizer
+    from ee_jax.agent.policy import run_tokenizer
     from ee_jax.train.budget import plan_method, steps_per_epoch
     from ee_jax.train.recipes import selection_eval_steps, train_method
 
@@ -101,7 +101,7 @@ def test_il_matched_gets_exactly_srs_updates_and_every_method_the_same_selection
 
 
 def test_iwm_chains_stages_and_selects_the_best_valid_checkpoint(store, tmp_path):
-    from ee_jax.policy import load_policy
+    from ee_jax.agent.policy import load_policy
     from ee_jax.train.recipes import train_method
 
     run = _fresh_run(store, tmp_path / "run")
@@ -126,7 +126,7 @@ def test_iwm_chains_stages_and_selects_the_best_valid_checkpoint(store, tmp_path
     assert source == f"checkpoint:{os.path.join(os.path.abspath(run), 'ckpt', 'iwm_wm')}@{wm['steps']}"
     # Finished with the same settings: skipped; different settings: refused, naming the key.
     assert train_method(cfg, "iwm", progress=False)["skipped"]
-    from ee_jax.experience.store import StageMismatchError
+    from ee_jax.records.store import StageMismatchError
 
     with pytest.raises(StageMismatchError, match="optimizer.lr"):
         train_method(_config(run, "recipe.epochs=0", "train.steps=8", "optimizer.lr=1e-2", "train.eval_every=2",

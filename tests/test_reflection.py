@@ -11,8 +11,8 @@ import pytest
 
 from ee_jax.config import PromptConfig, ReflectConfig
 from ee_jax.envs import make_env
-from ee_jax.experience.filters import FILTER_REASONS, check_reflection, named_actions
-from ee_jax.experience.generators import (
+from ee_jax.experience.reflect.filters import FILTER_REASONS, check_reflection, named_actions
+from ee_jax.experience.reflect.generators import (
     GroundedGenerator,
     HttpGenerator,
     OracleTemplateGenerator,
@@ -20,16 +20,16 @@ from ee_jax.experience.generators import (
     SelfGenerator,
     make_generator,
 )
-from ee_jax.experience.grounded import grounded_rationale
-from ee_jax.experience.oracle_rationale import oracle_template_rationale
-from ee_jax.experience.reflection import (
+from ee_jax.experience.reflect.grounded import grounded_rationale
+from ee_jax.experience.reflect.oracle_rationale import oracle_template_rationale
+from ee_jax.experience.reflect.reflection import (
     OTHERS_HEADER,
     ReflectionCase,
     case_seed,
     choose_alternatives,
     reflection_messages,
 )
-from ee_jax.experience.schema import Outcome, State, Step
+from ee_jax.records.schema import Outcome, State, Step
 
 # Open action space (tools): a valid read, malformed JSON, a call that fails, another valid read.
 TOOL_ALTERNATIVES = ('{"name": "ls", "arguments": {}}', "list the files",
@@ -202,14 +202,15 @@ def test_grounded_reaches_no_environment_code_or_hidden_fields():
     import ast
     import inspect
 
-    import ee_jax.experience.grounded as grounded
+    import ee_jax.experience.reflect.grounded as grounded
 
-    reached = _ee_imports("ee_jax.experience.grounded")
-    assert "ee_jax.experience.oracle_rationale" not in reached
+    reached = _ee_imports("ee_jax.experience.reflect.grounded")
+    assert "ee_jax.experience.reflect.oracle_rationale" not in reached
     # config validation reaches the environment protocol and registry (names, not worlds); no world's code
     assert not [m for m in reached if m.startswith("ee_jax.envs") and m not in ("ee_jax.envs.base",
                                                                               "ee_jax.envs.registry")], reached
-    assert "ee_jax.experience.oracle_rationale" in _ee_imports("ee_jax.experience.generators")  # the check can fail
+    # the check can fail:
+    assert "ee_jax.experience.reflect.oracle_rationale" in _ee_imports("ee_jax.experience.reflect.generators")
     used = {n.attr for n in ast.walk(ast.parse(inspect.getsource(grounded))) if isinstance(n, ast.Attribute)}
     assert not used & {"reward", "won", "valid", "done", "score", "env"}, used & {"reward", "won", "valid", "done"}
 
@@ -365,7 +366,7 @@ def test_conclusion_matching():
 
 
 def test_conclude_appends_the_expert_action_only_where_no_action_is_named():
-    from ee_jax.experience.filters import conclude
+    from ee_jax.experience.reflect.filters import conclude
 
     case = ReflectionCase(State("cool an apple", (), "You are in the kitchen.", None),
                           Outcome("go to fridge 1", "The fridge 1 is closed.", 0.0, False, True),
@@ -385,9 +386,9 @@ def test_conclude_appends_the_expert_action_only_where_no_action_is_named():
 # ------------------------------------------------------------------------------------------- self generator
 @pytest.fixture(scope="module")
 def tiny_policy(tmp_path_factory):
+    from ee_jax.agent.policy import load_policy
     from ee_jax.config import load_config
     from ee_jax.data import synthetic_corpus
-    from ee_jax.policy import load_policy
     from ee_jax.tokenizer import train_sentencepiece
     from tests.conftest import TINY
 

@@ -24,8 +24,8 @@ def _config(run_dir, *extra):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A household run with expert data, explored transitions, a tokenizer and an ``il`` checkpoint."""
-    from ee_jax.cli.collect import run_stage
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+    from ee_jax.experience.collect import run_stage
     from ee_jax.train.recipes import train_method
 
     cfg = _config(str(tmp_path_factory.mktemp("rl") / "base"))
@@ -114,8 +114,8 @@ def test_grpo_with_step_groups_hand_worked():
 # ---- rollouts ------------------------------------------------------------------------------------
 
 def test_rollouts_keep_generated_ids_and_branches_start_at_the_expert_state(trained):
+    from ee_jax.agent.policy import load_policy
     from ee_jax.envs.registry import make_env_from_config
-    from ee_jax.policy import load_policy
     from ee_jax.rl.rollout import collect_rollouts, state_key
     from ee_jax.rl.starts import branch_anchors, step_branches, train_tasks
     from ee_jax.tokenizer import render_target
@@ -157,8 +157,8 @@ def _strip(history):
 
 
 def test_grpo_trains_checkpoints_and_resumes_exactly(trained, tmp_path):
+    from ee_jax.agent.policy import load_policy
     from ee_jax.checkpoint import Checkpointer
-    from ee_jax.policy import load_policy
     from ee_jax.rl.trainer import train_rl
 
     extra = ["rl.steps=3", "rl.step_groups.enabled=true", "rl.step_groups.states=1", "rl.minibatches=2"]
@@ -308,14 +308,14 @@ def test_sigterm_stops_rl_at_a_checkpoint_and_the_resumed_run_matches(trained, t
 
 def test_lora_ppo_trains_only_the_adapters_and_the_value_head(trained, tmp_path):
     """``model.lora_rank``: RL from a full fine-tuning checkpoint adds adapters; the base stays exact."""
-    from ee_jax.checkpoint.safetensors_io import _leaf_value, named_leaves
-    from ee_jax.policy import load_policy
+    from ee_jax.agent.policy import load_policy
+    from ee_jax.checkpoint.safetensors_io import leaf_value, named_leaves
     from ee_jax.rl.trainer import train_rl
 
     cfg = _config(_copy_run(trained, tmp_path / "lora"), "model.lora_rank=4", "rl.algorithm=ppo", "rl.steps=1")
     (h,) = train_rl(cfg, init="il", progress=False)["history"]
     assert np.isfinite(h["loss"]) and h["grad_norm"] > 0 and h["critic_grad_norm"] > 0 and h["value_loss"] > 0
-    named = lambda p: {n: np.asarray(_leaf_value(v)) for n, v in named_leaves(p)[0]}  # noqa: E731
+    named = lambda p: {n: np.asarray(leaf_value(v)) for n, v in named_leaves(p)[0]}  # noqa: E731
     il = named(load_policy(cfg=_config(trained), stage="il").params)
     after = named(load_policy(cfg=cfg, stage="ppo_from_il").params)
     assert set(after) - set(il) and all(".lora_" in n for n in set(after) - set(il))

@@ -21,9 +21,9 @@ GRPO = ["eval.max_new_tokens=32", "rl.max_turns=12", "rl.max_invalid=1", "rl.lr=
 
 
 def test_grpo_raises_success_from_a_weak_imitation_checkpoint(tmp_path):
-    from ee_jax.cli.collect import run_stage
     from ee_jax.config import load_config
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+    from ee_jax.experience.collect import run_stage
     from ee_jax.rl.trainer import train_rl
     from ee_jax.train.recipes import train_method
 

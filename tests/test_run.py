@@ -151,9 +151,9 @@ def test_export_cli_writes_what_transformers_loads(finished, tmp_path):
 
     torch, transformers = require("torch"), require("transformers")
 
+    from ee_jax.agent.policy import load_policy
     from ee_jax.models import apply_model
     from ee_jax.parallel import use_mesh
-    from ee_jax.policy import load_policy
 
     run_dir = os.path.join(finished[0], "seeds", "0")
     out = str(tmp_path / "il-hf")

@@ -58,7 +58,7 @@ class ServerThread:
 def policy(tmp_path_factory):
     require("fastapi")
     require("uvicorn")
-    from ee_jax.policy import load_policy
+    from ee_jax.agent.policy import load_policy
 
     cfg = make_run(str(tmp_path_factory.mktemp("run")))
     return load_policy(cfg=cfg, init_if_missing=True)

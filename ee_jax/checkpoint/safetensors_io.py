@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 
-def _is_variable(x: Any) -> bool:
+def is_variable(x: Any) -> bool:
+    """Whether ``x`` is an NNX variable (a leaf that wraps its array)."""
     return isinstance(x, nnx.Variable)
 
 
@@ -62,13 +63,14 @@ def _key_str(k: Any) -> str:
     return str(k)
 
 
-def _leaf_value(leaf: Any) -> Any:
-    return leaf.get_value() if _is_variable(leaf) else leaf
+def leaf_value(leaf: Any) -> Any:
+    """The array of a leaf, unwrapped from its NNX variable if it is one."""
+    return leaf.get_value() if is_variable(leaf) else leaf
 
 
 def named_leaves(tree: Any) -> tuple[list[tuple[str, Any]], Any]:
     """``([(name, leaf), ...], treedef)`` with ``nnx.Variable``s kept as leaves (see module doc)."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_variable)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_variable)
     out: list[tuple[str, Any]] = []
     seen: dict[str, str] = {}
     for path, leaf in flat:
@@ -97,7 +99,7 @@ def _to_host(name: str, x: Any) -> np.ndarray:
 def state_to_flat_dict(state: Any) -> dict[str, np.ndarray]:
     """Flatten a params pytree (``nnx.State`` or nested dicts) to ``{dotted_name: host numpy array}``."""
     leaves, _ = named_leaves(state)
-    return {name: _to_host(name, _leaf_value(leaf)) for name, leaf in leaves}
+    return {name: _to_host(name, leaf_value(leaf)) for name, leaf in leaves}
 
 
 def _place(name: str, arr: np.ndarray, target: Any) -> Any:
@@ -135,7 +137,7 @@ def flat_dict_to_state(flat: Mapping[str, np.ndarray], target: Any) -> Any:
 
     new_leaves = []
     for name, leaf in leaves:
-        tgt = _leaf_value(leaf)
+        tgt = leaf_value(leaf)
         arr = np.asarray(flat[name])
         exp_shape, found_shape = tuple(tgt.shape), tuple(arr.shape)
         if exp_shape != found_shape:
@@ -144,7 +146,7 @@ def flat_dict_to_state(flat: Mapping[str, np.ndarray], target: Any) -> Any:
         if arr.dtype != exp_dtype:
             raise ValueError(f"tensor {name!r}: expected dtype {exp_dtype}, found dtype {arr.dtype}")
         value = _place(name, arr, tgt)
-        new_leaves.append(leaf.replace(value) if _is_variable(leaf) else value)
+        new_leaves.append(leaf.replace(value) if is_variable(leaf) else value)
     return jax.tree_util.tree_unflatten(treedef, new_leaves)
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ee_jax.cli.main import _emit, load_run_config
-
-STAGES = ("expert", "explore", "reflect")
+from ee_jax.cli.common import emit, load_run_config
+from ee_jax.experience.collect import STAGES, run_stage
 
 
 def _load(args):
@@ -39,21 +38,6 @@ def _summary(stage: str, section: dict) -> tuple[str, dict]:
     return "\n".join(lines), payload
 
 
-def run_stage(cfg, stage: str, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run one collect stage on ``cfg``; returns its manifest section."""
-    if stage == "expert":
-        from ee_jax.experience.expert import collect_expert
-
-        return collect_expert(cfg, overwrite=overwrite, progress=progress)
-    if stage == "explore":
-        from ee_jax.experience.explore import collect_explore
-
-        return collect_explore(cfg, overwrite=overwrite, progress=progress)
-    from ee_jax.experience.reflect import collect_reflect
-
-    return collect_reflect(cfg, overwrite=overwrite, progress=progress)
-
-
 def cmd_collect(args) -> None:
     cfg = _load(args)
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -64,7 +48,7 @@ def cmd_collect(args) -> None:
         human.append(text)
         payload[stage] = section
     human.append(f"data     {os.path.join(cfg.run_dir, 'data')}")
-    _emit(args, "\n".join(human), payload)
+    emit(args, "\n".join(human), payload)
 
 
 def add_parser(sub) -> None:

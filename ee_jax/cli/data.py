@@ -12,14 +12,18 @@ import itertools
 import os
 import sys
 
-from ee_jax.cli.main import _emit
+from ee_jax.cli.common import emit
+from ee_jax.config import load_config
+from ee_jax.data.examples import OBJECTIVES, render_record, sources_for
+from ee_jax.data.experience_dataset import dataset_sizes, read_selected, select_records
+from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+from ee_jax.records.schema import KINDS
+from ee_jax.records.store import finished_shards, load_manifest
 
 _ON, _OFF = "\x1b[1;32m", "\x1b[0m"
 
 
 def _load_cfg(args):
-    from ee_jax.config import load_config
-
     path = os.path.join(args.run_dir, "config.yaml")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{args.run_dir!r} has no config.yaml: not an ee-jax run directory")
@@ -48,10 +52,6 @@ def _highlight(pieces: list[tuple[str, bool]], color: bool) -> str:
 
 def cmd_show(args) -> None:
     """``data show``: the first ``--n`` records of each kind of the objective, rendered as trained."""
-    from ee_jax.data.examples import render_record, sources_for
-    from ee_jax.data.experience_dataset import read_selected, select_records
-    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-
     cfg = _load_cfg(args)
     tok = ensure_tokenizer(cfg)
     data_dir = os.path.join(cfg.run_dir, "data")
@@ -80,16 +80,11 @@ def cmd_show(args) -> None:
             examples.append({"kind": kind, "traj_id": rec["traj_id"], "step": rec["step"], "dropped": False,
                              "prompt_text": tok.decode(ex.ids[~m]), "target_text": tok.decode(ex.ids[m]),
                              "tokens": len(ex.ids), "trained_tokens": trained})
-    _emit(args, "\n".join(lines), {"objective": args.objective, "split": args.split, "examples": examples})
+    emit(args, "\n".join(lines), {"objective": args.objective, "split": args.split, "examples": examples})
 
 
 def cmd_stats(args) -> None:
     """``data stats``: records per kind and split (manifest, else sidecars) and every objective's sizes."""
-    from ee_jax.data.examples import OBJECTIVES
-    from ee_jax.data.experience_dataset import dataset_sizes
-    from ee_jax.experience.schema import KINDS
-    from ee_jax.experience.store import finished_shards, load_manifest
-
     cfg = _load_cfg(args)
     data_dir = os.path.join(cfg.run_dir, "data")
     manifest = load_manifest(data_dir)
@@ -119,13 +114,11 @@ def cmd_stats(args) -> None:
     for obj, per_split in sizes.items():
         for s, per_kind in per_split.items():
             lines.append(f"  {obj:<4} {s:<6} " + ", ".join(f"{kind} {n}" for kind, n in per_kind.items()))
-    _emit(args, "\n".join(lines), {"data_dir": data_dir, "kinds": kinds, "sizes": sizes})
+    emit(args, "\n".join(lines), {"data_dir": data_dir, "kinds": kinds, "sizes": sizes})
 
 
 def add_parser(sub) -> None:
     """Register ``ee-jax data show`` and ``ee-jax data stats``."""
-    from ee_jax.data.examples import OBJECTIVES
-
     data = sub.add_parser("data", help="show rendered training examples, store statistics")
     ds = data.add_subparsers(dest="data_command", required=True)
 

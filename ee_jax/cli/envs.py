@@ -6,8 +6,11 @@ import argparse
 import contextlib
 import textwrap
 
-from ee_jax.cli.main import _emit
+from ee_jax.cli.common import emit
 from ee_jax.envs.base import SPLITS, EnvError
+from ee_jax.envs.branching import check_determinism, reach
+from ee_jax.envs.checks import check_env, run_oracle
+from ee_jax.envs.registry import ADAPTERS, env_class, list_envs, make_env
 
 
 def _options(pairs: list[str]) -> dict:
@@ -23,15 +26,11 @@ def _options(pairs: list[str]) -> dict:
 
 
 def _make(args):
-    from ee_jax.envs.registry import make_env
-
     return make_env(args.env, max_steps=args.max_steps, **_options(args.option))
 
 
 def cmd_list(args) -> None:
     import importlib.util
-
-    from ee_jax.envs.registry import ADAPTERS, env_class, list_envs
 
     rows = []
     for name in list_envs():
@@ -47,7 +46,7 @@ def cmd_list(args) -> None:
             continue
         lines.append(f"{r['name']:<13} {r['action_space']:<7} {r['branching']:<9} {r['oracle']:<6} "
                      f"{','.join(map(str, r['difficulties'])):<10} {r['description']}")
-    _emit(args, "\n".join(lines), {"envs": rows})
+    emit(args, "\n".join(lines), {"envs": rows})
 
 
 def _wrap(text: str, indent: str = "  ") -> str:
@@ -56,8 +55,6 @@ def _wrap(text: str, indent: str = "  ") -> str:
 
 
 def cmd_show(args) -> None:
-    from ee_jax.envs.checks import run_oracle
-
     with _make(args) as env:
         task = env.get_task(args.task)
         obs = env.reset(task)
@@ -75,7 +72,7 @@ def cmd_show(args) -> None:
                 lines += [f"  {i:>2}. > {a}", _wrap(o, "      ")]
             payload["oracle"] = {"won": ep.won, "score": ep.score, "actions": ep.actions,
                                  "observations": ep.observations}
-    _emit(args, "\n".join(lines), payload)
+    emit(args, "\n".join(lines), payload)
 
 
 def _columns(items: list[str]) -> str:
@@ -99,8 +96,6 @@ PLAY_HELP = """Type an action (or its number from the list). Commands:
 
 
 def cmd_play(args) -> None:
-    from ee_jax.envs.branching import reach
-
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (arrow keys and history in input())
     with _make(args) as env:
@@ -152,13 +147,10 @@ def cmd_play(args) -> None:
         print(f"\n{'You won' if won else 'Episode over' if env.done else 'Stopped'} after {env.steps} "
               f"step{'s' if env.steps != 1 else ''} "
               f"(score {env.score:.2f}).")
-    _emit(args, "", {"task": task.id, "won": won, "steps": env.steps, "score": env.score, "actions": actions})
+    emit(args, "", {"task": task.id, "won": won, "steps": env.steps, "score": env.score, "actions": actions})
 
 
 def cmd_check(args) -> None:
-    from ee_jax.envs.branching import check_determinism
-    from ee_jax.envs.checks import check_env, run_oracle
-
     with _make(args) as env:
         report = check_env(env, args.split, args.n, difficulty=args.difficulty, start=args.start,
                            progress=not args.no_progress)
@@ -174,7 +166,7 @@ def cmd_check(args) -> None:
              else "admissible        open action space",
              f"speed             {report['steps_per_s']:.0f} steps/s (task generation {report['task_gen_s']:.2f} s)",
              f"deterministic     yes (observation hash {report['observation_hash']})"]
-    _emit(args, "\n".join(lines), report)
+    emit(args, "\n".join(lines), report)
 
 
 def add_parser(sub) -> None:

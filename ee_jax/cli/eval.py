@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ee_jax.cli.main import _emit
-from ee_jax.config import ConfigError
+from ee_jax.agent.policy import load_policy
+from ee_jax.cli.common import emit
+from ee_jax.config import ConfigError, load_config
+from ee_jax.eval import evaluate_policy
+from ee_jax.parallel import initialize_distributed
 
 
 def _table(result: dict) -> str:
@@ -40,16 +43,10 @@ def _initialize_distributed(overrides: list[str]) -> None:
     """Join ``jax.distributed`` as this invocation says (its ``distributed.*`` overrides, or cluster
     auto-detection), never as the run's ``config.yaml`` says: that records how training was launched
     (another coordinator, other process ids), not how this evaluation is."""
-    from ee_jax.config import load_config
-    from ee_jax.parallel import initialize_distributed
-
     initialize_distributed(load_config(None, [o for o in overrides if o.startswith("distributed.")]).distributed)
 
 
 def cmd_eval(args) -> None:
-    from ee_jax.eval import evaluate_policy
-    from ee_jax.policy import load_policy
-
     overrides = list(args.config)
     bad = [o for o in overrides if "=" not in o]
     if bad:
@@ -72,7 +69,7 @@ def cmd_eval(args) -> None:
     cfg = dataclasses.replace(policy.cfg, run_dir=args.run_dir)
     result = evaluate_policy(policy, cfg, stage=args.stage, out_dir=args.run_dir, splits=splits, n_tasks=args.n,
                              progress=not args.no_progress)
-    _emit(args, _table(result), result)
+    emit(args, _table(result), result)
 
 
 def add_parser(sub) -> None:

@@ -7,58 +7,22 @@ line of stdout. Config arguments are ``[CONFIG.yaml] [key=value ...]`` (dotted o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from ee_jax.config import ConfigError
-
-
-def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
-    path = None
-    overrides = []
-    for it in items:
-        if "=" in it:
-            overrides.append(it)
-        elif path is None:
-            path = it
-        else:
-            raise ConfigError(f"unexpected argument {it!r}: give one CONFIG file, then key=value overrides")
-    return path, overrides
-
-
-def _emit(args, human: str, payload: dict) -> None:
-    if human:
-        print(human)
-    if args.json:
-        print(json.dumps(payload, default=str))
-
-
-def load_run_config(items: list[str], default: str | None = None):
-    """Load ``[CONFIG.yaml] [key=value ...]`` and record it (with seeds and versions) as ``RUN/config.yaml``."""
-    import os
-
-    import jax
-
-    from ee_jax.config import load_config, save_config
-    from ee_jax.parallel import initialize_distributed
-    from ee_jax.runinfo import run_info
-
-    path, overrides = _split_config_args(items)
-    cfg = load_config(path or default, overrides)
-    initialize_distributed(cfg.distributed)  # before any JAX call: every host runs this same command
-    if jax.process_index() == 0:
-        os.makedirs(cfg.run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
-    return cfg
+from ee_jax import runtime
+from ee_jax.cli import collect, data, envs, models, plan, rl, serve, sweep, train
+from ee_jax.cli import eval as eval_cli
+from ee_jax.cli.common import emit, split_config_args
+from ee_jax.config import ConfigError, load_config, resolve_mesh_shape
+from ee_jax.pipeline.lm import run_lm, sample_lm
+from ee_jax.runinfo import versions
+from ee_jax.train.guard import NonFiniteLossError, TrainingInterrupted
 
 
 def cmd_info(args) -> None:
     import jax
 
-    from ee_jax.config import load_config, resolve_mesh_shape
-    from ee_jax.runinfo import versions
-
-    path, overrides = _split_config_args(args.config)
+    path, overrides = split_config_args(args.config)
     cfg = load_config(path, overrides)
     devices = jax.devices()
     payload = {
@@ -74,14 +38,11 @@ def cmd_info(args) -> None:
              f"devices   {len(devices)}: " + ", ".join(payload["devices"][:8]) + (" ..." if len(devices) > 8 else ""),
              f"mesh      {payload['mesh']}",
              "versions  " + ", ".join(f"{k} {v}" for k, v in payload["versions"].items())]
-    _emit(args, "\n".join(lines), payload)
+    emit(args, "\n".join(lines), payload)
 
 
 def cmd_lm_train(args) -> None:
-    from ee_jax.config import load_config
-    from ee_jax.pipeline.lm import run_lm
-
-    path, overrides = _split_config_args(args.config)
+    path, overrides = split_config_args(args.config)
     cfg = load_config(path or "lm/tiny", overrides)
     summary = run_lm(cfg, progress=not args.no_progress)
     lines = [f"run dir      {summary['run_dir']}" + (f" (resumed from step {summary['resumed_from']})"
@@ -89,15 +50,13 @@ def cmd_lm_train(args) -> None:
              f"loss         {summary['first_logged_loss']:.4f} (first log) -> {summary['final_loss']:.4f} (final)",
              f"valid loss   {summary['valid_loss']}"]
     lines += [f"sample       {s['prompt']!r} -> {s['text']!r}" for s in summary["samples"]]
-    _emit(args, "\n".join(lines), summary)
+    emit(args, "\n".join(lines), summary)
 
 
 def cmd_lm_sample(args) -> None:
-    from ee_jax.pipeline.lm import sample_lm
-
     out = sample_lm(args.run_dir, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    _emit(args, "\n".join(f"{o['prompt']!r} -> {o['text']!r}" for o in out), {"samples": out})
+    emit(args, "\n".join(f"{o['prompt']!r} -> {o['text']!r}" for o in out), {"samples": out})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,9 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     sa.set_defaults(func=cmd_lm_sample)
 
-    from ee_jax.cli import collect, data, envs, models, plan, rl, serve, sweep, train
-    from ee_jax.cli import eval as eval_cli
-
     envs.add_parser(sub)
     data.add_parser(sub)
     collect.add_parser(sub)
@@ -144,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ee_jax import runtime
-
     runtime.configure()
     parser = build_parser()
     # Overrides may follow flags (`--json train.steps=5`); argparse stops a `*` positional at a flag.
@@ -154,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "config") or any(x.startswith("-") for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.config = list(args.config) + extra
-    from ee_jax.train.guard import NonFiniteLossError, TrainingInterrupted
 
     try:
         args.func(args)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 
-from ee_jax.cli.main import _emit
+from ee_jax.agent.policy import load_policy
+from ee_jax.cli.common import emit
+from ee_jax.models.gguf_import import import_gguf
+from ee_jax.models.hf_files import save_hf_checkpoint
+from ee_jax.models.lora import merge_lora
+from ee_jax.models.packaged import PACKAGED, packaged_gguf
 
 
 def cmd_import(args) -> None:
-    from ee_jax.models.gguf_import import import_gguf
-    from ee_jax.models.packaged import PACKAGED, packaged_gguf
-
     src = args.source[len("gguf:"):] if args.source.startswith("gguf:") else args.source
     if src in PACKAGED:
         path, template = packaged_gguf(src), PACKAGED[src].template
@@ -27,15 +29,11 @@ def cmd_import(args) -> None:
              f"  -> {out['out_dir']}\n"
              f"use it: model.preset=hf:{args.out_dir} recipe.init=hf:{args.out_dir} tokenizer.kind={kind} "
              f"tokenizer.path={tok}" + (f" tokenizer.template={template}" if template else ""))
-    _emit(args, human, out)
+    emit(args, human, out)
 
 
 def cmd_export(args) -> None:
     import dataclasses
-
-    from ee_jax.models.hf_files import save_hf_checkpoint
-    from ee_jax.models.lora import merge_lora
-    from ee_jax.policy import load_policy
 
     policy = load_policy(args.run_dir, stage=args.stage)
     cfg, tok = policy.cfg, policy.tokenizer
@@ -55,7 +53,7 @@ def cmd_export(args) -> None:
                              overwrite=args.overwrite)
     payload = {"out_dir": out, "stage": args.stage, "source": policy.source, "dtype": model_cfg.param_dtype,
                "tokenizer": tok_src, "merged_lora_rank": cfg.model.lora_rank}
-    _emit(args, f"exported {policy.source} -> {out} (load with transformers.AutoModelForCausalLM.from_pretrained)",
+    emit(args, f"exported {policy.source} -> {out} (load with transformers.AutoModelForCausalLM.from_pretrained)",
           payload)
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import sys
 
-from ee_jax.cli.main import _emit
+from ee_jax.cli.common import emit, split_config_args
+from ee_jax.config import load_config
+from ee_jax.plan import make_plan, render
+from ee_jax.plan.chips import parse_topology
 
 _SIMULATED_GPUS = "--xla_force_host_platform_device_count"
 
@@ -16,8 +19,6 @@ def prepare_backend(topology_name: str) -> None:
     GPU plan compiles for simulated CPU devices), unless the user chose ``JAX_PLATFORMS``."""
     import jax
 
-    from ee_jax.plan.chips import parse_topology
-
     chip, n = parse_topology(topology_name)
     if "JAX_PLATFORMS" not in os.environ:
         jax.config.update("jax_platforms", "cpu")
@@ -26,12 +27,8 @@ def prepare_backend(topology_name: str) -> None:
 
 
 def cmd_plan(args) -> None:
-    from ee_jax.cli.main import _split_config_args
-    from ee_jax.config import load_config
-    from ee_jax.plan import make_plan, render
-
     prepare_backend(args.topology)
-    path, overrides = _split_config_args(args.config)
+    path, overrides = split_config_args(args.config)
     cfg = load_config(path, overrides)
     steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
     algorithms = tuple(a.strip() for a in args.rl_algorithms.split(",") if a.strip())
@@ -41,7 +38,7 @@ def cmd_plan(args) -> None:
     say = None if args.json else (lambda name: print(f"compiling {name} for {args.topology} ...", file=sys.stderr,
                                                     flush=True))
     plan = make_plan(cfg, args.topology, steps=steps, algorithms=algorithms, progress=say)
-    _emit(args, render(plan), plan)
+    emit(args, render(plan), plan)
     if not plan["fits"]:
         raise SystemExit(3)
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 
-from ee_jax.cli.main import _emit, load_run_config
+from ee_jax.cli.common import emit, load_run_config
+from ee_jax.rl.trainer import train_rl
 
 
 def cmd_rl(args) -> None:
-    from ee_jax.rl.trainer import train_rl
-
     cfg = load_run_config(args.config)
     rec = train_rl(cfg, init=args.start, stage=args.stage, overwrite=args.overwrite, progress=not args.no_progress)
     payload = {k: v for k, v in rec.items() if k != "history"}
@@ -26,7 +25,7 @@ def cmd_rl(args) -> None:
                  + f"\nreported step {sel['step']} ({sel['rule']})"
                  + f"\ncheckpoints  {os.path.join(cfg.run_dir, 'ckpt', rec['policy_stage'])}  "
                    f"(evaluate: ee-jax eval {cfg.run_dir} --stage {rec['policy_stage']})")
-    _emit(args, human, payload)
+    emit(args, human, payload)
 
 
 def add_parser(sub) -> None:

@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 
-from ee_jax.config import ConfigError
+from ee_jax.agent.policy import load_policy
+from ee_jax.config import ConfigError, load_config
 
 
 def is_loopback(host: str) -> bool:
@@ -46,8 +47,6 @@ def _announce(server, args, model: str, source: str) -> None:
 def _check_single_host(overrides: list[str]) -> None:
     """One server is one process on one host (its local devices): several processes of a SLURM or TPU job
     would each bind the port and answer alone, so refuse them with a clear error instead."""
-    from ee_jax.config import load_config
-
     dist = load_config(None, [o for o in overrides if o.startswith("distributed.")]).distributed
     several = (dist.enabled and dist.num_processes != 1) or (dist.auto and (
         int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")))
@@ -66,7 +65,6 @@ def cmd_serve(args) -> None:
         raise SystemExit(f"ee-jax serve needs the serve extra ({e.name} is missing): "
                          f"pip install -e '.[serve]'") from None
 
-    from ee_jax.policy import load_policy
     from ee_jax.serve import create_app
 
     overrides = list(args.config)

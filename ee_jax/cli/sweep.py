@@ -7,7 +7,8 @@ import os
 import shlex
 import subprocess
 
-from ee_jax.cli.main import _emit
+from ee_jax.cli.common import emit, split_config_args
+from ee_jax.sweep import build_scaling_report, launch_commands, load_sweep, run_sweep
 
 
 def _summary(report: dict) -> str:
@@ -24,10 +25,7 @@ def _summary(report: dict) -> str:
 
 
 def cmd_sweep(args) -> None:
-    from ee_jax.cli.main import _split_config_args
-    from ee_jax.sweep import build_scaling_report, launch_commands, load_sweep, run_sweep
-
-    path, overrides = _split_config_args(args.config)
+    path, overrides = split_config_args(args.config)
     if path is None:
         raise SystemExit("ee-jax sweep: give a sweep file, e.g. configs/sweeps/scaling.yaml")
     sweep = load_sweep(path, overrides)
@@ -39,7 +37,7 @@ def cmd_sweep(args) -> None:
             rc = subprocess.run(cmd, check=False).returncode
             results.append({"command": shlex.join(cmd), "returncode": rc})
         failed = [r for r in results if r["returncode"]]
-        _emit(args, f"{len(cmds)} point(s) handed to launch/{args.launch}.py, {len(failed)} failed"
+        emit(args, f"{len(cmds)} point(s) handed to launch/{args.launch}.py, {len(failed)} failed"
               + ("" if args.dry_run else f"; when they finish: ee-jax sweep {path} --report-only"),
               {"launched": results, "failed": len(failed)})
         if failed:
@@ -50,7 +48,7 @@ def cmd_sweep(args) -> None:
 
         points = sweep_points(sweep)
         lines = [f"ee-jax run {sweep.base} {shlex.join(p.overrides)}" for p in points]
-        _emit(args, "\n".join(lines), {"points": [{"name": p.name, "run_dir": p.run_dir,
+        emit(args, "\n".join(lines), {"points": [{"name": p.name, "run_dir": p.run_dir,
                                                    "overrides": list(p.overrides)} for p in points]})
         return
     if args.export_results:
@@ -58,7 +56,7 @@ def cmd_sweep(args) -> None:
 
         out = export_results(sweep, args.export_results)
         done = sum(p["finished"] for p in out["points"])
-        _emit(args, f"{len(out['points'])} point(s) ({done} finished) exported to {out['out_dir']} "
+        emit(args, f"{len(out['points'])} point(s) ({done} finished) exported to {out['out_dir']} "
               f"({out['bytes'] / 1e6:.1f} MB, no checkpoints); resume from it by copying it to "
               f"{sweep.run_dir} and running the sweep again", out)
         return
@@ -70,9 +68,9 @@ def cmd_sweep(args) -> None:
     note = (f"\npoint {stopped['point']} stopped at step {stopped['stopped_at']} (train.stop_after_steps): "
             "run the same command again to resume") if stopped else ""
     if "rows" not in report:
-        _emit(args, note.strip(), {"stopped": stopped})
+        emit(args, note.strip(), {"stopped": stopped})
         return
-    _emit(args, _summary(report) + note, {k: report.get(k) for k in ("rows", "efficiency", "planning", "plots",
+    emit(args, _summary(report) + note, {k: report.get(k) for k in ("rows", "efficiency", "planning", "plots",
                                                                      "missing_points", "privileged",
                                                                      "data_efficiency")}
           | {"report": os.path.join(sweep.run_dir, "scaling.md"), "stopped": stopped})

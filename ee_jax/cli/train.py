@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from ee_jax.cli.main import _emit, load_run_config
+from ee_jax.cli.common import emit, load_run_config
+from ee_jax.pipeline.experiment import run_experiment
+from ee_jax.train.recipes import train_method
 
 
 def cmd_train(args) -> None:
-    from ee_jax.train.recipes import train_method
-
     cfg = load_run_config(args.config)
     methods = [m for m in cfg.recipe.methods if m != "rl"] if args.method == "all" else [args.method]
     payload, lines = {"run_dir": cfg.run_dir, "methods": {}}, []
@@ -28,12 +28,10 @@ def cmd_train(args) -> None:
                          + f"  reported step {st['selected_step']} ({how})" + ("  [done before]" if rec.get("skipped")
                                                                                 else ""))
     lines.append(f"checkpoints  {os.path.join(cfg.run_dir, 'ckpt')}  (evaluate: ee-jax eval {cfg.run_dir} --stage il)")
-    _emit(args, "\n".join(lines), payload)
+    emit(args, "\n".join(lines), payload)
 
 
 def cmd_run(args) -> None:
-    from ee_jax.pipeline.experiment import run_experiment
-
     cfg = load_run_config(args.config, default="quickstart")
     summary = run_experiment(cfg, overwrite=args.overwrite, progress=not args.no_progress)
     human = ""
@@ -46,7 +44,7 @@ def cmd_run(args) -> None:
                  "(train.stop_after_steps): run the same command again to resume")
     else:
         human += f"\nreport  {summary['report']}  ({summary['seconds'] / 60:.1f} min)"
-    _emit(args, human, summary)
+    emit(args, human, summary)
 
 
 def add_parsers(sub) -> None:

@@ -5,9 +5,11 @@ from ee_jax.config.loader import (
     config_from_dict,
     config_to_dict,
     load_config,
+    preset_config,
     raw_config,
     save_config,
 )
+from ee_jax.config.presets import PRESETS, get_preset
 from ee_jax.config.schema import (
     Config,
     DataConfig,
@@ -28,6 +30,7 @@ from ee_jax.config.schema import (
     StepGroupConfig,
     TokenizerConfig,
     TrainConfig,
+    trained_model,
 )
 from ee_jax.config.validate import resolve_mesh_shape, validate, validate_mesh
 
@@ -37,6 +40,7 @@ __all__ = [
     "ReflectConfig", "RLConfig", "StepGroupConfig",
     "DistributedConfig", "MeshConfig", "ModelConfig",
     "OptimizerConfig", "RopeScalingConfig", "SamplerConfig", "TokenizerConfig", "TrainConfig",
-    "config_from_dict", "config_to_dict", "load_config", "raw_config", "resolve_mesh_shape", "save_config",
-    "validate", "validate_mesh",
+    "PRESETS", "config_from_dict", "config_to_dict", "get_preset", "load_config", "preset_config", "raw_config",
+    "resolve_mesh_shape", "save_config",
+    "trained_model", "validate", "validate_mesh",
 ]

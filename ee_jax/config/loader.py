@@ -16,12 +16,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ee_jax.config.schema import Config
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and what was expected."""
-
+from ee_jax.config.presets import get_preset
+from ee_jax.config.schema import Config, ConfigError
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -81,8 +77,6 @@ def _expand_model_preset(raw: dict[str, Any]) -> dict[str, Any]:
         model = {"preset": model}
     if not isinstance(model, dict) or "preset" not in model:
         return raw
-    from ee_jax.models.presets import get_preset  # lazy: config must not import model code eagerly
-
     model = dict(model)
     name = model.pop("preset")
     try:
@@ -149,3 +143,9 @@ def save_config(cfg: Config, path: str | os.PathLike, extra: dict[str, Any] | No
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         yaml.safe_dump(data, f, sort_keys=False)
     os.replace(tmp, path)
+
+
+def preset_config(name: str, **overrides):
+    """A :class:`ModelConfig` for preset ``name`` with keyword overrides (handy in code and tests)."""
+    args = [f"model.preset={name}"] + [f"model.{k}={v}" for k, v in overrides.items()]
+    return load_config(None, args).model

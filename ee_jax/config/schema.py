@@ -6,11 +6,16 @@ Consistency checks that span fields live in :mod:`ee_jax.config.validate`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 
 # Model configs are stored on NNX modules, so they must hash (a GraphDef is a static jit argument).
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and what was expected."""
+
+
 @dataclass(unsafe_hash=True)
 class RopeScalingConfig:
     """RoPE frequency scaling. ``kind='llama3'`` is Llama-3.1's piecewise rescaling."""
@@ -20,6 +25,9 @@ class RopeScalingConfig:
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position: int = 8192
+
+
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # the projections LoRA can adapt (model.lora_targets)
 
 
 @dataclass(unsafe_hash=True)
@@ -358,3 +366,10 @@ class Config:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+
+
+def trained_model(cfg: Config) -> ModelConfig:
+    """The model a run actually trains: a scratch tokenizer sets the vocabulary size."""
+    if cfg.tokenizer.path:
+        return cfg.model
+    return dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)

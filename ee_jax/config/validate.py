@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ee_jax.config.schema import Config
+from ee_jax.config.schema import LORA_TARGETS, Config, ConfigError
+from ee_jax.envs.base import SPLITS, EnvError
+from ee_jax.envs.registry import ADAPTERS, env_class, list_envs
 
 CHOICES = {
     "model.activation": ("silu", "gelu_tanh"),
@@ -33,8 +35,6 @@ def _get(cfg, dotted: str):
 
 
 def _fail(key: str, value, expected: str):
-    from ee_jax.config.loader import ConfigError
-
     raise ConfigError(f"{key}={value!r}: expected {expected}")
 
 
@@ -57,11 +57,9 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if m.lora_rank < 0:
         _fail("model.lora_rank", m.lora_rank, "0 (full fine-tuning) or a positive rank")
     if m.lora_rank:
-        from ee_jax.models.lora import TARGETS
-
         targets = [x.strip() for x in m.lora_targets.split(",") if x.strip()]
-        if not targets or set(targets) - set(TARGETS):
-            _fail("model.lora_targets", m.lora_targets, "a comma-separated subset of " + ",".join(TARGETS))
+        if not targets or set(targets) - set(LORA_TARGETS):
+            _fail("model.lora_targets", m.lora_targets, "a comma-separated subset of " + ",".join(LORA_TARGETS))
         if m.lora_alpha <= 0:
             _fail("model.lora_alpha", m.lora_alpha, "a positive number")
     t = cfg.train
@@ -92,8 +90,6 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
 
 def validate_env(cfg: Config) -> None:
     """The environment exists, and its difficulty and limits are in range (without starting it)."""
-    from ee_jax.envs.registry import ADAPTERS, env_class, list_envs
-
     e = cfg.env
     if e.name not in list_envs():
         _fail("env.name", e.name, "one of " + ", ".join(list_envs()))
@@ -103,7 +99,6 @@ def validate_env(cfg: Config) -> None:
         _fail(f"env.{bad[0][0]}", bad[0][1], "a non-negative integer (java_heap_mb: positive)")
     if e.name in ADAPTERS:
         return  # its class needs the optional package; checked when the environment starts
-    from ee_jax.envs.base import EnvError
 
     try:
         cls = env_class(e.name)
@@ -115,8 +110,6 @@ def validate_env(cfg: Config) -> None:
 
 def validate_experience(cfg: Config) -> None:
     """Collection and pipeline settings: counts positive, splits known, fractions in range."""
-    from ee_jax.envs.base import SPLITS
-
     x = cfg.experience
     for split, n in x.tasks.items():
         if split not in SPLITS:
@@ -184,8 +177,6 @@ def validate_rl(cfg: Config) -> None:
 
 def validate_recipe(cfg: Config) -> None:
     """Methods known, budgets non-negative, evaluation splits and pass@k consistent."""
-    from ee_jax.envs.base import SPLITS
-
     r, e = cfg.recipe, cfg.eval
     for m in r.methods:
         if m not in METHODS:

@@ -1,6 +1,6 @@
 """Experience records -> supervised examples (token ids + loss mask), one rule per training objective.
 
-All text comes from the one state renderer (:mod:`ee_jax.experience.prompts`), so what a model is
+All text comes from the one state renderer (:mod:`ee_jax.records.prompts`), so what a model is
 trained on is exactly what it is prompted with at inference:
 
 * ``il`` (imitation): an ``expert_step`` -> ``policy_prompt(state)`` / ``action_target(action)``;
@@ -19,8 +19,8 @@ dropped (``None``) and counted.
 from __future__ import annotations
 
 from ee_jax.config import Config, PromptConfig
-from ee_jax.experience import prompts
-from ee_jax.experience.schema import State
+from ee_jax.records import prompts
+from ee_jax.records.schema import State
 from ee_jax.tokenizer import RenderedExample, render_example
 
 OBJECTIVES = ("il", "iwm", "sr")

@@ -35,10 +35,10 @@ import grain
 import numpy as np
 
 from ee_jax.config import Config
+from ee_jax.data.batch import make_batch
 from ee_jax.data.examples import check_objective, render_record, sources_for
-from ee_jax.experience.schema import RecordError, validate
-from ee_jax.experience.store import finished_shards, read_shard, shard_path
-from ee_jax.train.step import make_batch
+from ee_jax.records.schema import RecordError, validate
+from ee_jax.records.store import finished_shards, read_shard, shard_path
 
 BATCH_FIELDS = ("tokens", "weights", "segment_ids", "positions", "source")
 STATE_VERSION = 1

@@ -3,7 +3,7 @@
 :func:`corpus_lines` renders the store's records with the one state renderer (policy prompts, actions,
 world-model prompts and next observations, reflections), so the vocabulary fits exactly the text that
 the pipelines tokenize. :func:`ensure_tokenizer` loads ``tokenizer.path``, or the run's
-``tokenizer/spm.model`` (the file :func:`ee_jax.policy.run_tokenizer` loads), training it first when
+``tokenizer/spm.model`` (the file :func:`ee_jax.agent.policy.run_tokenizer` loads), training it first when
 it does not exist yet.
 """
 
@@ -15,9 +15,11 @@ import os
 from collections.abc import Iterator
 
 from ee_jax.config import Config, PromptConfig
-from ee_jax.experience import prompts
-from ee_jax.experience.schema import KINDS, State
-from ee_jax.experience.store import iter_records
+from ee_jax.parallel import host_barrier
+from ee_jax.records import prompts
+from ee_jax.records.schema import KINDS, State
+from ee_jax.records.store import iter_records
+from ee_jax.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 
 # SentencePiece skips training sentences over 4192 bytes; longer texts are fed line by line instead.
 _MAX_SENTENCE_BYTES = 4000
@@ -64,8 +66,6 @@ def ensure_tokenizer(cfg: Config, data_dir: str | None = None, max_lines: int = 
     """
     import jax
 
-    from ee_jax.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
-
     if cfg.tokenizer.path:
         return load_tokenizer(cfg.tokenizer)
     folder = os.path.join(cfg.run_dir, "tokenizer")
@@ -88,7 +88,6 @@ def ensure_tokenizer(cfg: Config, data_dir: str | None = None, max_lines: int = 
     # Every process, every call: whether spm.model existed when a host looked is not the same on every
     # host (process 0 may have finished training it), so a barrier inside the branch above could be
     # skipped by one host and waited at by another.
-    from ee_jax.parallel import host_barrier
 
     host_barrier("ee_jax_run_tokenizer", cfg.distributed.barrier_timeout_s)
     return SentencePieceTokenizer(path)

@@ -28,6 +28,9 @@ import weakref
 from multiprocessing.connection import wait
 
 from ee_jax.envs.base import Task
+from ee_jax.envs.branching import branch
+from ee_jax.envs.checks import run_oracle
+from ee_jax.envs.registry import make_env
 
 _LIVE_POOLS: weakref.WeakSet = weakref.WeakSet()
 
@@ -59,7 +62,6 @@ def _worker_main(conn, env_name: str, env_options: dict, env_vars: dict) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_parent_death_signal()
     os.environ.update(env_vars)
-    from ee_jax.envs.registry import make_env
 
     env = make_env(env_name, **env_options)
     functions: dict = {}
@@ -261,8 +263,6 @@ def _close_live_pools() -> None:
 # ---------------------------------------------------------------------------------------------- work
 def branch_item(env, item: dict) -> list[dict]:
     """Work function: ``{"task", "prefix", "alternatives", ["prefix_observations"]}`` → branches."""
-    from ee_jax.envs.branching import branch
-
     task = Task.from_json(item["task"])
     return [b.to_json() for b in branch(env, task, item["prefix"], item["alternatives"],
                                         item.get("prefix_observations"))]
@@ -271,8 +271,6 @@ def branch_item(env, item: dict) -> list[dict]:
 def oracle_item(env, item: dict) -> dict:
     """Work function: ``{"task"}`` → the oracle episode (actions, observations, won, score)."""
     import dataclasses
-
-    from ee_jax.envs.checks import run_oracle
 
     return dataclasses.asdict(run_oracle(env, Task.from_json(item["task"])))
 

@@ -3,7 +3,7 @@
 See ``docs/evaluation.md`` for what is measured and the file formats.
 """
 
-from ee_jax.eval.episodes import run_episodes
+from ee_jax.agent.episodes import run_episodes
 from ee_jax.eval.evaluate import evaluate_policy, read_episodes, write_episodes
 from ee_jax.eval.metrics import pass_at_k, summarize_episodes, wilson_interval
 from ee_jax.eval.world_model import world_model_metrics

@@ -16,16 +16,16 @@ import datetime
 import json
 import os
 
+from ee_jax.agent.episodes import eval_difficulty, run_episodes
 from ee_jax.config import Config
-from ee_jax.eval.episodes import eval_difficulty, run_episodes
+from ee_jax.envs.registry import env_class
 from ee_jax.eval.metrics import summarize_episodes
 from ee_jax.eval.world_model import world_model_metrics
+from ee_jax.files import atomic_write_text
 
 
 def _atomic_write(path: str, text: str) -> None:
     import jax
-
-    from ee_jax.experience.store import atomic_write_text
 
     if jax.process_index() == 0:  # every host computes the same episodes; one writes them
         atomic_write_text(path, text)
@@ -43,8 +43,6 @@ def read_episodes(path: str) -> list[dict]:
 
 
 def _difficulty(cfg: Config) -> int:
-    from ee_jax.envs.registry import env_class
-
     d = eval_difficulty(cfg)
     return env_class(cfg.env.name).default_difficulty if d is None else d
 
@@ -54,7 +52,7 @@ def evaluate_policy(policy, cfg: Config, *, stage: str, out_dir: str, splits: li
     """Evaluate ``policy`` on ``splits`` (default ``eval.splits``) and write ``out_dir/eval/STAGE*``.
 
     Args:
-        policy: the :class:`~ee_jax.policy.Policy`; its ``source`` is recorded.
+        policy: the :class:`~ee_jax.agent.policy.Policy`; its ``source`` is recorded.
         cfg: the run's config (``eval``, ``env``, ``prompt``, ``seed``; ``run_dir/data`` for the
             world-model metrics).
         stage: names the files (``il``, ``iwm``, ``sr``, ``init``, ...).

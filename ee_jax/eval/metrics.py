@@ -1,6 +1,6 @@
 """Episode metrics: success with a Wilson interval, unbiased pass@k, and the summary of an episode list.
 
-Pure functions over the episode dicts :func:`~ee_jax.eval.episodes.run_episodes` returns (or reads back
+Pure functions over the episode dicts :func:`~ee_jax.agent.episodes.run_episodes` returns (or reads back
 from ``eval/STAGE/SPLIT.jsonl``), so a summary can always be recomputed from the episode files.
 """
 

@@ -21,12 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ee_jax.config import Config
+from ee_jax.data.batch import BATCH_KEYS, batch_sharding
+from ee_jax.data.experience_dataset import dataset_sizes, experience_batches, to_train_batch
+from ee_jax.models.factory import apply_model
+from ee_jax.parallel.rules import use_mesh
 
 
 def _row_sums(graphdef, params, batch):
     """Totals over a batch: (ce, target tokens, correct tokens, transitions, exactly predicted transitions)."""
-    from ee_jax.models.factory import apply_model
-
     logits, _ = apply_model(graphdef, params, batch["inputs"], batch["positions"], batch["segment_ids"])
     logits = logits.astype(jnp.float32)
     w = batch["weights"].astype(jnp.float32)
@@ -48,7 +50,7 @@ def world_model_metrics(policy, cfg: Config, *, data_dir: str | None = None, spl
     """Teacher-forced next-observation metrics of ``policy`` on the first ``limit`` transitions of ``split``.
 
     Args:
-        policy: the :class:`~ee_jax.policy.Policy` (weights, tokenizer, mesh).
+        policy: the :class:`~ee_jax.agent.policy.Policy` (weights, tokenizer, mesh).
         cfg: ``data``, ``prompt``, ``tokenizer.template`` and ``train.seq_len``, as the ``iwm`` pipeline
             uses them; ``train.batch_size`` rows per batch (rounded up to the data-parallel devices).
         data_dir: the experience store (default ``cfg.run_dir/data``).
@@ -59,10 +61,6 @@ def world_model_metrics(policy, cfg: Config, *, data_dir: str | None = None, spl
         ``{"split", "transitions", "token_accuracy", "exact_match", "loss", "target_tokens",
         "dropped_too_long"}``, or None when ``limit`` is 0 or the split has no transitions.
     """
-    from ee_jax.data.experience_dataset import dataset_sizes, experience_batches, to_train_batch
-    from ee_jax.parallel.rules import use_mesh
-    from ee_jax.train.step import BATCH_KEYS, batch_sharding
-
     limit = cfg.eval.wm_transitions if limit is None else int(limit)
     data_dir = data_dir if data_dir is not None else os.path.join(cfg.run_dir, "data")
     if limit <= 0 or dataset_sizes(cfg, "iwm", split, data_dir)["transition"] == 0:

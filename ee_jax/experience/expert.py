@@ -14,9 +14,11 @@ import os
 
 from ee_jax.config import Config
 from ee_jax.envs.base import Env, EnvError, Task
-from ee_jax.experience.schema import State, Step, make_record
-from ee_jax.experience.store import chunk_units, run_sharded_stage
-from ee_jax.experience.trajectories import read_trajectories
+from ee_jax.envs.pool import EnvPool
+from ee_jax.envs.registry import make_env_from_config
+from ee_jax.records.schema import State, Step, make_record
+from ee_jax.records.store import chunk_units, run_sharded_stage
+from ee_jax.records.trajectories import read_trajectories
 
 KIND = "expert_step"
 
@@ -111,9 +113,6 @@ def _expert_units(cfg: Config, env: Env) -> tuple[list[dict], dict, list[dict]]:
 
 def collect_expert(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Collect expert steps into ``cfg.run_dir/data``; returns the manifest section."""
-    from ee_jax.envs.pool import EnvPool
-    from ee_jax.envs.registry import make_env_from_config
-
     data_dir = os.path.join(cfg.run_dir, "data")
     env = make_env_from_config(cfg.env)
     try:

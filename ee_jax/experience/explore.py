@@ -18,23 +18,24 @@ records. Randomness is seeded per (run seed, trajectory, step), so shards are re
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import time
 from collections import defaultdict
 
+from ee_jax.agent.policy import run_policy
 from ee_jax.config import Config
 from ee_jax.envs.base import Task
-from ee_jax.experience.schema import State, make_record, record_state
-from ee_jax.experience.store import read_shard, run_sharded_stage, shard_path, stage_input
+from ee_jax.envs.branching import branch_trajectory
+from ee_jax.envs.pool import EnvPool
+from ee_jax.envs.registry import make_env_from_config
+from ee_jax.experience.expert import KIND as EXPERT
+from ee_jax.records.prompts import parse_action
+from ee_jax.records.schema import State, make_record, record_state
+from ee_jax.records.store import read_shard, run_sharded_stage, shard_path, stage_input
+from ee_jax.seeds import unit_seed
 
 KIND = "transition"
-
-
-def unit_seed(*parts) -> int:
-    """A 31-bit seed from the parts (stable across machines and Python hash seeds)."""
-    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "little") >> 1
 
 
 def canonical(action: str) -> str:
@@ -108,8 +109,6 @@ class PolicyProposer:
 
     def propose(self, states: list[State], keys: list[tuple], n_each: int) -> list[list[str]]:
         """``n_each`` parsed replies per state; ``keys`` seed each state's samples independently of batching."""
-        from ee_jax.experience.prompts import parse_action
-
         x = self.cfg.experience.explore
         rows, seeds = [], []
         for state, key in zip(states, keys):
@@ -127,8 +126,6 @@ class PolicyProposer:
 
 def explore_item(env, item: dict) -> list[list[dict]]:
     """Pool work function: branch a trajectory's alternatives -> branches (JSON) per expert state."""
-    from ee_jax.envs.branching import branch_trajectory
-
     task = Task.from_json(item["task"])
     rows = branch_trajectory(env, task, item["actions"], item["alternatives"], item["observations"])
     return [[b.to_json() for b in row] for row in rows]
@@ -163,17 +160,11 @@ class _Timer:
 
 def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = True, policy=None) -> dict:
     """Branch K alternatives at every expert state of ``cfg.run_dir/data``; returns the manifest section."""
-    from ee_jax.envs.pool import EnvPool
-    from ee_jax.envs.registry import make_env_from_config
-    from ee_jax.experience.expert import KIND as EXPERT
-
     x = cfg.experience.explore
     data_dir = os.path.join(cfg.run_dir, "data")
     expert, expert_shards = stage_input(data_dir, EXPERT, "ee-jax collect expert")
     uses_policy = x.strategy != "uniform"
     if uses_policy and policy is None:
-        from ee_jax.policy import run_policy
-
         policy = run_policy(cfg, x.policy_stage)
     settings = {"env": cfg.env.name, "strategy": x.strategy, "k": x.k, "seed": cfg.seed,
                 "expert_sha256": expert["content_sha256"]}

@@ -12,6 +12,7 @@ from flax import nnx
 from ee_jax.config import ModelConfig
 from ee_jax.models.layers import RMSNorm, apply_rope, dense, dtype_of, make_param
 from ee_jax.parallel.rules import constrain
+from ee_jax.models.lora import LoRA, lora_targets
 
 
 def attention_mask(q_pos, q_seg, k_pos, k_seg, window) -> jax.Array:
@@ -197,7 +198,6 @@ class Attention(nnx.Module):
         scalar = cfg.query_pre_attn_scalar or hd
         self.scale = float(scalar) ** -0.5
         self.dtype = dtype_of(cfg.dtype)
-        from ee_jax.models.lora import LoRA, lora_targets
 
         targets = lora_targets(cfg)
         shapes = {"q": ((d,), (n, hd), ("embed",), ("heads", "head_dim")),

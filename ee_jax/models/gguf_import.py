@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ee_jax.tokenizer.gguf_vocab import tokenizer_files
+from ee_jax.models.hf_files import check_out_dir, write_dir_atomically, write_safetensors
 
 __all__ = ["gguf_hf_config", "gguf_metadata", "gguf_state_dict", "import_gguf"]
 
@@ -185,8 +186,6 @@ def import_gguf(path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrit
     summary (``out_dir``, ``architecture``, ``parameters``, ``tokenizer``).
     """
     from tqdm.auto import tqdm
-
-    from ee_jax.models.hf_files import check_out_dir, write_dir_atomically, write_safetensors
 
     path = os.fspath(path)
     check_out_dir(os.path.abspath(os.fspath(out_dir)), overwrite)  # before minutes of dequantising

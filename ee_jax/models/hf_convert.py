@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ee_jax.checkpoint.safetensors_io import _leaf_value, flat_dict_to_state, named_leaves, state_to_flat_dict
+from ee_jax.checkpoint.safetensors_io import leaf_value, flat_dict_to_state, named_leaves, state_to_flat_dict
 from ee_jax.config import ModelConfig
 from ee_jax.models.transformer import layer_windows
 
@@ -125,7 +125,7 @@ def hf_config(cfg: ModelConfig, **overrides):
     return transformers.LlamaConfig(**kw)
 
 
-def _norm_names(family: str) -> dict[str, str]:
+def norm_names(family: str) -> dict[str, str]:
     """Our per-layer norm name -> HF's."""
     if family == "gemma3":
         return {"attn_norm": "input_layernorm", "post_attn_norm": "post_attention_layernorm",
@@ -156,7 +156,7 @@ def to_hf_state_dict(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
             if cfg.qkv_bias:
                 sd[p + f"self_attn.{n}_proj.bias"] = flat[f"layers.attn.{n}_bias"][i].reshape(-1)
         sd[p + "self_attn.o_proj.weight"] = flat["layers.attn.o"][i].reshape(-1, d).T
-        for ours, theirs in _norm_names(family).items():
+        for ours, theirs in norm_names(family).items():
             sd[p + theirs + ".weight"] = norm(flat[f"layers.{ours}.scale"][i])
         for n in ("gate", "up", "down"):
             sd[p + f"mlp.{n}_proj.weight"] = flat[f"layers.mlp.{n}"][i].T
@@ -208,7 +208,7 @@ def from_hf_state_dict(sd: Mapping[str, Any], cfg: ModelConfig, target):
             flat[f"layers.attn.{x}_bias"] = np.stack(
                 [b.reshape(heads[x], hd) for b in layer(f"self_attn.{x}_proj.bias")])
     flat["layers.attn.o"] = np.stack([w.T.reshape(n, hd, d) for w in layer("self_attn.o_proj.weight")])
-    for ours, theirs in _norm_names(family).items():
+    for ours, theirs in norm_names(family).items():
         flat[f"layers.{ours}.scale"] = np.stack([norm(w) for w in layer(theirs + ".weight")])
     for x in ("gate", "up", "down"):
         flat[f"layers.mlp.{x}"] = np.stack([w.T for w in layer(f"mlp.{x}_proj.weight")])
@@ -216,6 +216,6 @@ def from_hf_state_dict(sd: Mapping[str, Any], cfg: ModelConfig, target):
     if extra:
         raise ValueError(f"unexpected HF tensor(s) {extra}")
 
-    dtypes = {name: np.dtype(_leaf_value(leaf).dtype) for name, leaf in named_leaves(target)[0]}
+    dtypes = {name: np.dtype(leaf_value(leaf).dtype) for name, leaf in named_leaves(target)[0]}
     flat = {k: np.ascontiguousarray(v.astype(dtypes.get(k, v.dtype), copy=False)) for k, v in flat.items()}
     return flat_dict_to_state(flat, target)

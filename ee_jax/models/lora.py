@@ -27,9 +27,10 @@ import optax
 from flax import nnx
 
 from ee_jax.config import ModelConfig
+from ee_jax.config.schema import LORA_TARGETS
 from ee_jax.models.layers import dense, dtype_of, make_param
 
-TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+TARGETS = LORA_TARGETS
 PREFIX = "lora_"
 
 
@@ -100,17 +101,17 @@ def adapter_count(params) -> int:
 
 
 def _named(params) -> dict[str, jax.Array]:
-    from ee_jax.checkpoint.safetensors_io import _leaf_value, named_leaves
+    from ee_jax.checkpoint.safetensors_io import leaf_value, named_leaves
 
-    return {name: _leaf_value(leaf) for name, leaf in named_leaves(params)[0]}
+    return {name: leaf_value(leaf) for name, leaf in named_leaves(params)[0]}
 
 
 def _rebuild(target, values: dict[str, jax.Array]):
-    from ee_jax.checkpoint.safetensors_io import _is_variable, named_leaves
+    from ee_jax.checkpoint.safetensors_io import is_variable, named_leaves
 
     leaves, treedef = named_leaves(target)
     return jax.tree_util.tree_unflatten(
-        treedef, [leaf.replace(values[n]) if _is_variable(leaf) else values[n] for n, leaf in leaves])
+        treedef, [leaf.replace(values[n]) if is_variable(leaf) else values[n] for n, leaf in leaves])
 
 
 def merge_lora(params, cfg: ModelConfig, mesh):

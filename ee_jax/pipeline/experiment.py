@@ -24,8 +24,18 @@ import time
 
 import jax
 
+from ee_jax.agent.policy import has_checkpoint, load_policy
 from ee_jax.config import Config, save_config
+from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+from ee_jax.eval import evaluate_policy
+from ee_jax.experience.collect import run_stage
+from ee_jax.parallel import initialize_distributed
 from ee_jax.pipeline.timings import TIMINGS_FILE, append_timing, total_timings
+from ee_jax.report import build_report
+from ee_jax.rl.trainer import train_rl
+from ee_jax.runinfo import run_info
+from ee_jax.runtime import release_memory, reset_peak_memory, resident_memory_gb
+from ee_jax.train.recipes import train_method
 
 
 def _link(target: str, link: str) -> None:
@@ -35,8 +45,6 @@ def _link(target: str, link: str) -> None:
 
 def seed_config(cfg: Config, seed: int) -> Config:
     """The run directory of one training seed: ``RUN/seeds/S``, sharing the data and tokenizer."""
-    from ee_jax.runinfo import run_info
-
     scfg = dataclasses.replace(cfg, run_dir=os.path.join(cfg.run_dir, "seeds", str(seed)), seed=seed)
     if jax.process_index() == 0:
         os.makedirs(scfg.run_dir, exist_ok=True)
@@ -61,8 +69,6 @@ def _eval_is_current(path: str, policy, cfg: Config) -> bool:
 
 def _evaluable(cfg: Config, method: str, policy_stage: str) -> bool:
     """Whether a trained method can be (or was) evaluated: its checkpoint is there, or its evaluation is."""
-    from ee_jax.policy import has_checkpoint
-
     return (_eval_is_current(os.path.join(cfg.run_dir, "eval", f"{method}.json"), None, cfg)
             or has_checkpoint(cfg.run_dir, policy_stage))
 
@@ -75,9 +81,6 @@ def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool 
     A finished method whose checkpoints were removed (disk clean-up after a sweep point, or results
     copied to a fresh machine without them) keeps its evaluation when the eval settings are unchanged:
     there is nothing to re-evaluate, and its training record says it is done."""
-    from ee_jax.eval import evaluate_policy
-    from ee_jax.policy import has_checkpoint, load_policy
-
     path = os.path.join(cfg.run_dir, "eval", f"{method}.json")
     if not force and _eval_is_current(path, None, cfg) and not has_checkpoint(cfg.run_dir, policy_stage):
         print(f"{cfg.run_dir}: {method}'s checkpoint ({policy_stage}) is gone; keeping its evaluation {path}",
@@ -115,15 +118,6 @@ def collection_stages(cfg: Config) -> list[str]:
 
 def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Run (or resume) the experiment of ``cfg``; returns the summary (also in ``report.json``)."""
-    from ee_jax.cli.collect import run_stage
-    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-    from ee_jax.parallel import initialize_distributed
-    from ee_jax.report import build_report
-    from ee_jax.rl.trainer import train_rl
-    from ee_jax.runinfo import run_info
-    from ee_jax.runtime import release_memory, reset_peak_memory, resident_memory_gb
-    from ee_jax.train.recipes import train_method
-
     initialize_distributed(cfg.distributed)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from ee_jax.config import Config, resolve_mesh_shape
+from ee_jax.config import Config, resolve_mesh_shape, trained_model
 from ee_jax.models.accounting import param_count
 from ee_jax.parallel import make_mesh
 from ee_jax.plan.chips import GIB, topology
 from ee_jax.plan.roofline import ASSUMPTIONS, estimate
 from ee_jax.plan.steps import StepPlan, abstract_inputs_note, plan_rl, plan_sampler, plan_train
 from ee_jax.report.markdown import human
-from ee_jax.sweep.scaling import trained_model
 
 STEPS = ("train", "rl", "sampler")
 

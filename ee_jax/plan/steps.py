@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ee_jax.config import Config
+from ee_jax.data.batch import BATCH_KEYS, batch_sharding
 from ee_jax.models.accounting import forward_flops_per_token, param_count, train_flops_per_token
 from ee_jax.models.factory import abstract_model
 from ee_jax.models.sampler import Sampler
@@ -42,7 +43,7 @@ from ee_jax.rl.step import (
 from ee_jax.rl.trainer import rl_optimizer, rl_seq_len
 from ee_jax.train.optimizer import train_optimizer
 from ee_jax.train.state import abstract_state, state_shardings
-from ee_jax.train.step import BATCH_KEYS, batch_sharding, make_train_step
+from ee_jax.train.step import make_train_step
 
 _OOM = re.compile(r"RESOURCE_EXHAUSTED")
 _OOM_BYTES = re.compile(r"\(([\d.]+)([KMGT])\)\s*exceeds available HBM\s*\(([\d.]+)([KMGT])\)")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 import statistics
 
-from ee_jax.experience.generators import PRIVILEGED_GENERATORS
+from ee_jax.config import ModelConfig, RopeScalingConfig
+from ee_jax.experience.reflect.generators import PRIVILEGED_GENERATORS
+from ee_jax.models.accounting import param_count
+from ee_jax.records.store import load_manifest
 from ee_jax.report.stats import paired_difference, success_interval
 
 BASELINE = "il"
@@ -121,9 +124,6 @@ def _get(cfg: dict, dotted: str, default=None):
 
 
 def _param_count(cfg: dict) -> int | None:
-    from ee_jax.config import ModelConfig, RopeScalingConfig
-    from ee_jax.models.accounting import param_count
-
     model = _get(cfg, "model")
     if not isinstance(model, dict):
         return None
@@ -142,8 +142,6 @@ def _param_count(cfg: dict) -> int | None:
 
 def _expert_trajectories(run_dir: str, cfg: dict) -> dict:
     """Expert trajectories per split: the data manifest's counts when collected, else the config's."""
-    from ee_jax.experience.store import load_manifest
-
     section = load_manifest(os.path.join(run_dir, "data")).get("expert_step", {})
     if section:
         return {"source": "data/manifest.json", "trajectories": section.get("units"),

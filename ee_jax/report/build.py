@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from ee_jax.experience.store import atomic_write_text as atomic_write
+from ee_jax.files import atomic_write_text as atomic_write
 from ee_jax.report.aggregate import aggregate
 from ee_jax.report.markdown import render_markdown, success_table
 from ee_jax.report.plots import learning_curves_plot, rl_curves_plot, success_plot, world_model_plot

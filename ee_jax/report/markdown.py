@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ee_jax.experience.generators import PRIVILEGED_GENERATORS
+from ee_jax.experience.reflect.generators import PRIVILEGED_GENERATORS
+from ee_jax.report.aggregate import mean_std
 
 NAMES = {"il": "IL", "il_matched": "IL (SR's updates)", "iwm": "IWM", "sr": "SR"}
 DASH = "—"
@@ -139,8 +140,6 @@ def world_model_table(report: dict) -> list[str]:
 
 def rl_table(report: dict) -> list[str]:
     """RL rows against their own start: success before and after, and the paired per-seed gain; [] if none."""
-    from ee_jax.report.aggregate import mean_std
-
     rows = []
     for method in report["methods"]:
         start = rl_start(method)

@@ -15,7 +15,8 @@ RL_CURVES = (("rl/reward", "rollout reward"), ("rl/success", "rollout success"),
              ("rl/kl", "KL to the start"), ("valid/success", "valid success (greedy)"))
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A matplotlib figure drawn off-screen (Agg, no pyplot state), ``width`` x ``height`` inches."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -24,14 +25,16 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (for an atomic write)."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
-def _colors(n: int) -> list:
+def palette(n: int) -> list:
+    """``n`` distinct colours (tab10, repeating after 10)."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
@@ -45,11 +48,11 @@ def success_plot(report: dict) -> bytes | None:
     splits = report["splits"]
     if not methods or not splits:
         return None
-    fig = _figure(max(4.0, 1.6 * len(methods) * max(1, len(splits)) / 2 + 2), 3.6)
+    fig = new_figure(max(4.0, 1.6 * len(methods) * max(1, len(splits)) / 2 + 2), 3.6)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(splits)
     top = 0.0
-    for j, (split, color) in enumerate(zip(splits, _colors(len(splits)))):
+    for j, (split, color) in enumerate(zip(splits, palette(len(splits)))):
         for i, method in enumerate(methods):
             cell = report["results"][method].get(split)
             if cell is None:
@@ -71,7 +74,7 @@ def success_plot(report: dict) -> bytes | None:
     for k, text in enumerate((report.get("settings") or {}).get("privileged") or []):  # every figure names it
         fig.text(0.01, 0.01 + 0.04 * k, f"Privileged: {text}", fontsize=7, color="firebrick")
     ax.legend(title="split")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def learning_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
@@ -83,9 +86,9 @@ def learning_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
               if any(f"{st}/{key}" in per for st in stages for per in metrics.values())]
     if not stages or not curves:
         return None
-    fig = _figure(4.0 * len(curves), 2.6 * len(stages))
+    fig = new_figure(4.0 * len(curves), 2.6 * len(stages))
     seeds = list(metrics)
-    colors = _colors(len(seeds))
+    colors = palette(len(seeds))
     for r, stage in enumerate(stages):
         for c, (key, label) in enumerate(curves):
             ax = fig.add_subplot(len(stages), len(curves), r * len(curves) + c + 1)
@@ -102,7 +105,7 @@ def learning_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
                 ax.legend(fontsize=7)
             if not drawn:
                 ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _is_rl(stage: str) -> bool:
@@ -119,10 +122,10 @@ def rl_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
                     key=lambda s: (starts.index(rl_start(s)) if rl_start(s) in starts else 9, s))
     if not stages:
         return None
-    fig = _figure(3.2 * len(RL_CURVES), 3.0)
+    fig = new_figure(3.2 * len(RL_CURVES), 3.0)
     for c, (key, label) in enumerate(RL_CURVES):
         ax = fig.add_subplot(1, len(RL_CURVES), c + 1)
-        for stage, color in zip(stages, _colors(len(stages))):
+        for stage, color in zip(stages, palette(len(stages))):
             per_seed = [dict(map(tuple, per[f"{stage}/{key}"])) for per in metrics.values()
                         if per.get(f"{stage}/{key}")]
             steps = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
@@ -137,7 +140,7 @@ def rl_curves_plot(metrics: dict[str, dict[str, list]]) -> bytes | None:
         ax.set_xlabel("RL step", fontsize=8)
         if c == 0:
             ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def world_model_plot(report: dict) -> bytes | None:
@@ -145,10 +148,10 @@ def world_model_plot(report: dict) -> bytes | None:
     methods = [m for m in report["methods"] if report["world_model"].get(m)]
     if not methods:
         return None
-    fig = _figure(8.0, 3.2)
+    fig = new_figure(8.0, 3.2)
     panels = (("token_accuracy", "token accuracy (%)", 100.0), ("exact_match", "exact match (%)", 100.0),
               ("loss", "loss per target token", 1.0))
-    colors = _colors(len(methods))
+    colors = palette(len(methods))
     for c, (key, label, scale) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), c + 1)
         for i, method in enumerate(methods):
@@ -160,4 +163,4 @@ def world_model_plot(report: dict) -> bytes | None:
             ax.scatter([i] * len(dots), dots, color="black", s=10, zorder=3)
         ax.set_xticks(range(len(methods)), [method_name(m) for m in methods])
         ax.set_title(label, fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)

@@ -1,6 +1,6 @@
 """Multi-turn rollouts for RL: the policy acts in batched episodes and every turn is kept as token ids.
 
-A rollout is an evaluation episode (:mod:`ee_jax.eval.episodes`: the same state building, prompt
+A rollout is an evaluation episode (:mod:`ee_jax.agent.episodes`: the same state building, prompt
 renderer, action parser, invalid-action and step limits) that also keeps, per turn, the prompt ids the
 policy read, the reply ids it *generated* and their sampling log-probabilities. Training uses these ids
 as they are: generated text is never re-tokenized.
@@ -24,12 +24,14 @@ import collections
 import dataclasses
 import hashlib
 
+from ee_jax.agent.episodes import Episode, advance_episode, heavy_env, start_episode
 from ee_jax.config import Config
 from ee_jax.envs.base import Task
-from ee_jax.eval.episodes import Episode, advance_episode, start_episode
-from ee_jax.experience.explore import unit_seed
-from ee_jax.experience.prompts import action_target
-from ee_jax.experience.schema import Step
+from ee_jax.envs.registry import make_env_from_config
+from ee_jax.records.prompts import action_target
+from ee_jax.records.schema import Step
+from ee_jax.seeds import unit_seed
+from ee_jax.tokenizer import render_target, stop_token_ids
 
 
 @dataclasses.dataclass
@@ -126,7 +128,7 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
     """Episodes of ``policy`` (its sampler's current params): ``group_size`` per task, one per branch start.
 
     Args:
-        policy: a :class:`~ee_jax.policy.Policy` (tokenizer, template, context length).
+        policy: a :class:`~ee_jax.agent.policy.Policy` (tokenizer, template, context length).
         sampler: its :class:`~ee_jax.models.sampler.Sampler` (``sampler.params`` are the acting weights).
         cfg: ``rl`` (temperature, max_new_tokens, max_turns, max_invalid, rewards), ``env``, ``prompt``.
         tasks / group_size: task starts; group ``task:<id>``.
@@ -143,10 +145,6 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
     import time
 
     from tqdm import tqdm
-
-    from ee_jax.envs.registry import make_env_from_config
-    from ee_jax.eval.episodes import heavy_env
-    from ee_jax.tokenizer import render_target, stop_token_ids
 
     r = cfg.rl
     max_new = r.max_new_tokens or cfg.eval.max_new_tokens

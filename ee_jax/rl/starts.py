@@ -16,8 +16,9 @@ import numpy as np
 
 from ee_jax.config import Config
 from ee_jax.envs.base import Task
-from ee_jax.experience.explore import unit_seed
+from ee_jax.records.store import iter_records
 from ee_jax.rl.rollout import BranchStart
+from ee_jax.seeds import unit_seed
 
 
 def train_tasks(cfg: Config, env) -> list[Task]:
@@ -46,8 +47,6 @@ def branch_anchors(data_dir: str, max_prefix: int | None = None) -> list[dict]:
 
     ``max_prefix``: keep states reached by at most this many expert actions (a branch continues under the
     episode's own step limit, so a state at the limit leaves the policy no turn to act)."""
-    from ee_jax.experience.store import iter_records
-
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"rl.step_groups needs the run's explored transitions: {data_dir!r} does not exist "
                                 "(run `ee-jax collect all` first)")

@@ -24,13 +24,13 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ee_jax.config import RLConfig
+from ee_jax.data.batch import batch_sharding
 from ee_jax.models.factory import apply_model
 from ee_jax.models.lora import freeze_base
 from ee_jax.parallel.rules import use_mesh
 from ee_jax.rl import losses
 from ee_jax.rl.critic import CRITIC_HEAD, apply_critic
 from ee_jax.train.state import TrainState
-from ee_jax.train.step import batch_sharding
 
 POLICY_KEYS = ("inputs", "targets", "weights", "positions", "segment_ids", "advantages", "old_logprobs",
                "ref_logprobs")

@@ -7,7 +7,7 @@ passes of minibatch updates. Every input of a step is a function of ``(seed, ste
 is the run that was not interrupted.
 
 The stage ``ckpt/STAGE`` holds the policy's train state plus ``ref_params`` (KL reference) and the
-critic's train state (PPO); :func:`ee_jax.policy.load_policy` reads only the policy's parameters.
+critic's train state (PPO); :func:`ee_jax.agent.policy.load_policy` reads only the policy's parameters.
 The reported checkpoint follows ``recipe.select`` like every method: the best valid-split success
 (evaluated every ``rl.eval_every`` steps with ``recipe.valid_tasks`` greedy episodes), or the last.
 """
@@ -23,11 +23,35 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ee_jax.agent.policy import Policy
+from ee_jax.agent.weights import initial_params, pretrained_spec
+from ee_jax.checkpoint import Checkpointer, selection
 from ee_jax.config import Config, config_to_dict
-from ee_jax.experience.explore import unit_seed
+from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+from ee_jax.envs.registry import make_env_from_config
+from ee_jax.models.lora import only_adapters
+from ee_jax.parallel import make_mesh
+from ee_jax.parallel.distributed import to_host
+from ee_jax.parallel.rules import use_mesh
 from ee_jax.rl import samples as rl_samples
 from ee_jax.rl.batching import pack_turns, update_groups
-from ee_jax.train.state import TrainState
+from ee_jax.rl.rollout import collect_rollouts, with_turn_limit
+from ee_jax.rl.starts import branch_anchors, step_branches, step_tasks, train_tasks
+from ee_jax.rl.step import (
+    CRITIC_KEYS,
+    POLICY_KEYS,
+    device_batch,
+    make_accumulate,
+    make_apply_update,
+    make_logprob_fn,
+    make_policy_grads,
+)
+from ee_jax.seeds import unit_seed
+from ee_jax.train import make_optimizer
+from ee_jax.train.guard import StopSignals, TrainingInterrupted
+from ee_jax.train.metrics import MetricsWriter
+from ee_jax.train.recipes import check_settings, episode_evaluator, write_json
+from ee_jax.train.state import TrainState, create_train_state, state_shardings
 
 
 def stage_name(algorithm: str, init: str) -> str:
@@ -59,9 +83,6 @@ def rl_seq_len(cfg: Config) -> int:
 
 def rl_optimizer(cfg: Config, lr: float, also: tuple[str, ...] = ()):
     """RL's AdamW: constant ``lr`` after ``rl.warmup_steps``; under LoRA only the adapters (and ``also``) train."""
-    from ee_jax.models.lora import only_adapters
-    from ee_jax.train import make_optimizer
-
     ocfg = dataclasses.replace(cfg.optimizer, lr=lr, schedule="constant", warmup_steps=cfg.rl.warmup_steps)
     tx = make_optimizer(ocfg, max(cfg.rl.steps, 1))
     return only_adapters(tx, also) if cfg.model.lora_rank else tx
@@ -71,9 +92,6 @@ class _Models:
     """Policy (+ reference, + critic) states, their jitted functions, and their checkpointable dict."""
 
     def __init__(self, cfg: Config, mesh, init_params):
-        from ee_jax.rl.step import make_accumulate, make_apply_update, make_logprob_fn, make_policy_grads
-        from ee_jax.train.state import create_train_state
-
         r = cfg.rl
         self.cfg, self.mesh = cfg, mesh
         self.tx = rl_optimizer(cfg, r.lr)
@@ -103,8 +121,6 @@ class _Models:
     def update(self, arrays: dict, micro_batches: list) -> dict[str, float]:
         """One optimizer update (policy, and critic for PPO) over ``micro_batches`` (row indices of
         ``arrays``); returns summed metrics (token sums; divide by ``tokens`` / ``value_tokens``)."""
-        from ee_jax.rl.step import CRITIC_KEYS, POLICY_KEYS
-
         self.state, out, norm = self._update_one(self.state, self.policy_grads, self.add, self.policy_apply,
                                                  POLICY_KEYS, arrays, micro_batches)
         out["grad_norm"] = norm
@@ -118,8 +134,6 @@ class _Models:
     def _update_one(self, state, grads_fn, add, apply, keys, arrays, micro_batches):
         """Sum gradients over the micro-batches, then one update with their token-mean:
         ``(new state, summed metrics, grad norm)``."""
-        from ee_jax.rl.step import device_batch
-
         total, sums = None, {}
         for idx in micro_batches:
             g, part = grads_fn(state.params, device_batch({k: arrays[k][idx] for k in keys}, self.mesh))
@@ -150,9 +164,6 @@ class _Models:
 
 def _train_state(tx, params, mesh) -> TrainState:
     """A fresh train state around already-sharded ``params`` (optimizer moments follow them)."""
-    from ee_jax.parallel.rules import use_mesh
-    from ee_jax.train.state import state_shardings
-
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), params)
     shard = state_shardings(tx, abstract, mesh)
 
@@ -167,9 +178,6 @@ def _train_state(tx, params, mesh) -> TrainState:
 def _forward_rows(fn, params, arrays: dict, rows: int, params_mesh,
                   keys=("inputs", "targets", "positions", "segment_ids")):
     """Apply a jitted row function minibatch by minibatch; concatenated on the host."""
-    from ee_jax.parallel.distributed import to_host
-    from ee_jax.rl.step import device_batch
-
     outs = []
     n = arrays["inputs"].shape[0]
     for s in range(0, n, rows):
@@ -189,19 +197,6 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
             ``RUN_DIR:STAGE``, ``init`` (the untrained model), ``safetensors:FILE`` or ``hf:DIR``.
         stage: the checkpoint stage written (default ``ALGORITHM_from_START``).
     """
-    from ee_jax.checkpoint import Checkpointer
-    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-    from ee_jax.envs.registry import make_env_from_config
-    from ee_jax.parallel import make_mesh
-    from ee_jax.policy import Policy
-    from ee_jax.rl.rollout import with_turn_limit
-    from ee_jax.rl.starts import branch_anchors, train_tasks
-    from ee_jax.train import selection
-    from ee_jax.train.guard import StopSignals, TrainingInterrupted
-    from ee_jax.train.init_weights import initial_params, pretrained_spec
-    from ee_jax.train.metrics import MetricsWriter
-    from ee_jax.train.recipes import check_settings, episode_evaluator, write_json
-
     r = cfg.rl
     init = r.init if init is None else init
     stage = stage or stage_name(r.algorithm, init)
@@ -295,9 +290,6 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
 def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step: int,
              seq_len: int) -> dict[str, float]:
     """One RL iteration: rollouts, advantages, packing, old/reference log-probs, minibatch updates."""
-    from ee_jax.rl.rollout import collect_rollouts
-    from ee_jax.rl.starts import step_branches, step_tasks
-
     r = cfg.rl
     seed = unit_seed(cfg.seed, "rl-step", step)
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ee_jax.report.aggregate import common_tasks, task_matrix
 from ee_jax.report.markdown import interval, method_name
-from ee_jax.report.plots import _colors, _figure, _png
+from ee_jax.report.plots import new_figure, palette, png_bytes
 from ee_jax.report.results import collect_results
 from ee_jax.report.stats import paired_difference, success_interval
 
@@ -115,10 +115,10 @@ def success_vs_fraction(result: dict) -> bytes | None:
     rows = result["rows"]
     if not rows:
         return None
-    fig = _figure(5.6, 3.8)
+    fig = new_figure(5.6, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     methods = sorted({r["method"] for r in rows}, key=_order)
-    for method, color in zip(methods, _colors(len(methods)), strict=False):
+    for method, color in zip(methods, palette(len(methods)), strict=False):
         pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["fraction"])
         x = [r["fraction"] for r in pts]
         y = [100 * r["success"]["mean"] for r in pts]
@@ -135,4 +135,4 @@ def success_vs_fraction(result: dict) -> bytes | None:
     ax.set_ylim(0, min(100, max(10, top * 1.15)))
     ax.set_title(f"{result['split']} success vs expert data (95% intervals)")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)

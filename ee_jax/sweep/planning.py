@@ -15,7 +15,15 @@ import time
 
 import numpy as np
 
-from ee_jax.config import Config
+from ee_jax.config import Config, trained_model
+from ee_jax.data.batch import batch_sharding, make_batch
+from ee_jax.models.accounting import param_count, train_flops_per_token
+from ee_jax.parallel import make_mesh
+from ee_jax.parallel.rules import use_mesh
+from ee_jax.train.metrics import device_peak_flops
+from ee_jax.train.optimizer import make_optimizer
+from ee_jax.train.state import create_train_state
+from ee_jax.train.step import make_train_step
 
 
 def _memory(compiled) -> dict:
@@ -40,15 +48,6 @@ def _xla_flops(compiled) -> float | None:
 def size_figures(cfg: Config, *, steps: int = 3) -> dict:
     """Compile ``cfg``'s train step and time ``steps`` steps; returns the planning figures."""
     import jax
-
-    from ee_jax.models.accounting import param_count, train_flops_per_token
-    from ee_jax.parallel import make_mesh
-    from ee_jax.parallel.rules import use_mesh
-    from ee_jax.sweep.scaling import trained_model
-    from ee_jax.train.metrics import device_peak_flops
-    from ee_jax.train.optimizer import make_optimizer
-    from ee_jax.train.state import create_train_state
-    from ee_jax.train.step import batch_sharding, make_batch, make_train_step
 
     cfg = dataclasses.replace(cfg, model=trained_model(cfg))
     t = cfg.train

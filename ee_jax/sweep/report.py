@@ -6,9 +6,9 @@ import json
 import os
 import time
 
-from ee_jax.experience.store import atomic_write_text as atomic_write
+from ee_jax.files import atomic_write_text as atomic_write
 from ee_jax.report.markdown import human, method_name
-from ee_jax.report.plots import _colors, _figure, _png
+from ee_jax.report.plots import new_figure, palette, png_bytes
 from ee_jax.sweep.data_efficiency import render_markdown as data_efficiency_markdown
 from ee_jax.sweep.data_efficiency import success_vs_fraction
 
@@ -36,11 +36,11 @@ def success_curves(rows: list[dict], split: str, x_key: str, x_label: str) -> by
     rows = [r for r in rows if split in r and r.get(x_key)]
     if not rows:
         return None
-    fig = _figure(5.6, 3.8)
+    fig = new_figure(5.6, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     methods = [m for m in ("il", "iwm", "sr") if any(r["method"] == m for r in rows)]
     fractions = sorted({r["fraction"] for r in rows}, reverse=True)
-    for method, color in zip(methods, _colors(len(methods)), strict=False):
+    for method, color in zip(methods, palette(len(methods)), strict=False):
         for fraction, style in zip(fractions, STYLES * 4, strict=False):
             pts = sorted((r for r in rows if r["method"] == method and r["fraction"] == fraction),
                          key=lambda r: r[x_key])
@@ -55,7 +55,7 @@ def success_curves(rows: list[dict], split: str, x_key: str, x_label: str) -> by
     ax.set_ylabel(f"{split} success (%)")
     ax.set_title(f"{split} success, mean ± std over seeds")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _times(row: dict) -> str:

@@ -17,8 +17,14 @@ import sys
 import time
 
 from ee_jax.config import Config, load_config
-from ee_jax.experience.store import atomic_write_text as atomic_write
+from ee_jax.files import atomic_write_text as atomic_write
+from ee_jax.pipeline.experiment import run_experiment
+from ee_jax.pipeline.timings import TIMINGS_FILE, read_timings
+from ee_jax.report.aggregate import privileged_settings
 from ee_jax.report.results import read_config
+from ee_jax.sweep.data_efficiency import data_efficiency
+from ee_jax.sweep.report import write_scaling_report
+from ee_jax.sweep.scaling import efficiency, point_rows, summarize
 from ee_jax.sweep.spec import SweepConfig, SweepPoint, sweep_points, sweep_to_dict
 
 LAUNCHERS = ("slurm", "tpu")
@@ -63,8 +69,6 @@ def _status(path: str) -> dict:
 
 def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = False) -> dict:
     """Run (or resume) every point in order, then the planning figures and the scaling report."""
-    from ee_jax.pipeline.experiment import run_experiment
-
     os.makedirs(sweep.run_dir, exist_ok=True)
     atomic_write(os.path.join(sweep.run_dir, "sweep.json"), json.dumps(sweep_to_dict(sweep), indent=1) + "\n")
     status_path = os.path.join(sweep.run_dir, "sweep_status.json")
@@ -107,12 +111,6 @@ def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = Fa
 
 def build_scaling_report(sweep: SweepConfig) -> dict:
     """Aggregate the points' reports (and planning figures, when measured) into the scaling report."""
-    from ee_jax.pipeline.timings import TIMINGS_FILE, read_timings
-    from ee_jax.report.aggregate import privileged_settings
-    from ee_jax.sweep.data_efficiency import data_efficiency
-    from ee_jax.sweep.report import write_scaling_report
-    from ee_jax.sweep.scaling import efficiency, point_rows, summarize
-
     rows, missing = [], []
     for point in sweep_points(sweep):
         path = os.path.join(point.run_dir, "report.json")

@@ -16,17 +16,11 @@ with a t-based 95% interval over seeds. "Matches" means the mean difference is a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
-from ee_jax.config import Config, ModelConfig
-
-
-def trained_model(cfg: Config) -> ModelConfig:
-    """The model a run actually trains: a scratch tokenizer sets the vocabulary size."""
-    if cfg.tokenizer.path:
-        return cfg.model
-    return dataclasses.replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size)
+from ee_jax.config import Config, trained_model
+from ee_jax.models.accounting import param_count, train_flops_per_token
+from ee_jax.pipeline.timings import worked_seconds
 
 
 def tokens_per_update(cfg: Config) -> int:
@@ -53,9 +47,6 @@ def paired_difference(a: dict[str, float], b: dict[str, float]) -> dict | None:
 def point_rows(point: dict, report: dict, cfg: Config, timings: list[dict] | None = None) -> list[dict]:
     """One row per method of one point: parameters, training FLOPs, success per split, and (from the
     point's time ledger, when it has one) train and eval wall clock per seed."""
-    from ee_jax.models.accounting import param_count, train_flops_per_token
-    from ee_jax.pipeline.timings import worked_seconds
-
     model = trained_model(cfg)
     per_update = tokens_per_update(cfg) * train_flops_per_token(model, cfg.train.seq_len)
     rows = []

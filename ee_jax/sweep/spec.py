@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ee_jax.config import ConfigError, raw_config
+from ee_jax.config.presets import PRESETS
 
 
 @dataclass
@@ -67,8 +68,6 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> SweepConfig:
 
 
 def validate_sweep(s: SweepConfig, path: str = "sweep") -> None:
-    from ee_jax.models.presets import PRESETS
-
     def bad(key: str, value, expected: str):
         raise ConfigError(f"{path}: {key}={value!r}: expected {expected}")
 

@@ -18,6 +18,7 @@ import dataclasses
 import math
 
 from ee_jax.config import Config
+from ee_jax.data.experience_dataset import experience_batches
 
 METHOD_STAGES = {"il": ("il",), "il_matched": ("il_matched",), "iwm": ("iwm_wm", "iwm"), "sr": ("sr",)}
 STAGE_OBJECTIVE = {"il": "il", "il_matched": "il", "iwm_wm": "iwm", "iwm": "il", "sr": "sr"}
@@ -44,8 +45,6 @@ class StagePlan:
 def steps_per_epoch(cfg: Config, objective: str, tokenizer, data_dir: str) -> int:
     """Optimizer steps in one pass over the train split of ``objective`` (every host agrees)."""
     import jax
-
-    from ee_jax.data.experience_dataset import experience_batches
 
     it = experience_batches(cfg, objective, tokenizer, data_dir=data_dir, split="train", repeat=False)
     n = sum(1 for _ in it)

@@ -4,7 +4,7 @@ Every method trains the same model with the same masked next-token loss; what di
 (the objective's pipeline), the number of updates (:mod:`ee_jax.train.budget`) and where a stage
 starts. Each stage is an ordinary :func:`~ee_jax.train.trainer.fit` run in ``ckpt/STAGE`` (resumable,
 preemptible), evaluated on the valid split every ``train.eval_every`` steps, and its reported
-checkpoint is chosen by the same rule for every method (:mod:`ee_jax.train.selection`).
+checkpoint is chosen by the same rule for every method (:mod:`ee_jax.checkpoint.selection`).
 
 ``RUN/train/METHOD.json`` records the plan, the selections and the settings; a finished method
 whose settings match is skipped, a mismatch is refused naming the keys (``overwrite=True`` redoes it).
@@ -20,15 +20,22 @@ import shutil
 
 import jax
 
+from ee_jax.agent.episodes import run_episodes
+from ee_jax.agent.policy import Policy
+from ee_jax.agent.weights import initial_params
 from ee_jax.config import Config, config_to_dict
+from ee_jax.data.examples import sources_for
+from ee_jax.data.experience_dataset import dataset_sizes, experience_batches, to_train_batch
+from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+from ee_jax.files import atomic_write_text
+from ee_jax.parallel import make_mesh
+from ee_jax.records.store import StageMismatchError, load_manifest
 from ee_jax.train.budget import BUDGET_OBJECTIVES, METHOD_STAGES, STAGE_OBJECTIVE, StagePlan, plan_method
+from ee_jax.train.trainer import fit
 
 
 def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
     """Everything that decides what a method's training produces (compared before skipping or resuming)."""
-    from ee_jax.data.examples import sources_for
-    from ee_jax.experience.store import load_manifest
-
     d = config_to_dict(cfg)
     manifest = load_manifest(data_dir)
     objectives = {STAGE_OBJECTIVE[st] for st in METHOD_STAGES[method]} | set(BUDGET_OBJECTIVES[method])
@@ -62,8 +69,6 @@ def _diff(old: dict, new: dict, defaults: dict | None = None, prefix: str = "") 
 
 
 def write_json(path: str, obj: dict) -> None:
-    from ee_jax.experience.store import atomic_write_text
-
     if jax.process_index() == 0:
         atomic_write_text(path, json.dumps(obj, indent=1))
 
@@ -73,8 +78,6 @@ def check_settings(cfg: Config, method: str, settings: dict, overwrite: bool,
     """The finished record when ``method`` is done with these settings; None to (re)start or resume.
 
     ``stages``: the checkpoint stages ``overwrite`` clears (default: the method's)."""
-    from ee_jax.experience.store import StageMismatchError
-
     path = os.path.join(cfg.run_dir, "train", f"{method}.settings.json")
     record = os.path.join(cfg.run_dir, "train", f"{method}.json")
     if os.path.exists(path) and not overwrite:
@@ -100,8 +103,6 @@ def check_settings(cfg: Config, method: str, settings: dict, overwrite: bool,
 
 def _valid_loss_batches(cfg: Config, objective: str, tokenizer, data_dir: str):
     """Factory of one finite pass over the valid split (None when it has no records of a needed kind)."""
-    from ee_jax.data.experience_dataset import dataset_sizes, experience_batches
-
     if not all(dataset_sizes(cfg, objective, "valid", data_dir).values()):
         return None
     return lambda: experience_batches(cfg, objective, tokenizer, data_dir=data_dir, split="valid",
@@ -110,9 +111,6 @@ def _valid_loss_batches(cfg: Config, objective: str, tokenizer, data_dir: str):
 
 def episode_evaluator(cfg: Config, graphdef, tokenizer, mesh):
     """``evaluate_fn`` running ``recipe.valid_tasks`` valid-split episodes with the current weights."""
-    from ee_jax.eval.episodes import run_episodes
-    from ee_jax.policy import Policy
-
     holder: dict = {}
 
     def evaluate_fn(params, step: int) -> dict:
@@ -139,10 +137,6 @@ def selection_eval_steps(steps: int, n: int) -> set[int] | None:
 
 def train_stage(cfg: Config, plan: StagePlan, tokenizer, mesh, data_dir: str, *, progress: bool = True):
     """Run (or resume) one stage; returns its :class:`~ee_jax.train.trainer.FitResult`."""
-    from ee_jax.data.experience_dataset import experience_batches, to_train_batch
-    from ee_jax.train.init_weights import initial_params
-    from ee_jax.train.trainer import fit
-
     scfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=plan.steps))
     ckpt_dir = os.path.join(cfg.run_dir, "ckpt", plan.stage)
     params, source = (None, "resume") if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir) else \
@@ -169,9 +163,6 @@ def train_stage(cfg: Config, plan: StagePlan, tokenizer, mesh, data_dir: str, *,
 def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overwrite: bool = False,
                  progress: bool = True) -> dict:
     """Train ``method`` (``il`` | ``iwm`` | ``sr``) in ``cfg.run_dir``; returns ``train/METHOD.json``."""
-    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-    from ee_jax.parallel import make_mesh
-
     data_dir = data_dir or os.path.join(cfg.run_dir, "data")
     settings = method_settings(cfg, method, data_dir)
     done = check_settings(cfg, method, settings, overwrite)

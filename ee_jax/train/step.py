@@ -15,17 +15,12 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from ee_jax.data.batch import BATCH_KEYS, batch_sharding
 from ee_jax.models.factory import apply_model
 from ee_jax.models.lora import freeze_base
-from ee_jax.parallel.rules import logical_to_spec, use_mesh
+from ee_jax.parallel.rules import use_mesh
 from ee_jax.train.loss import weighted_token_loss
 from ee_jax.train.state import TrainState
-
-BATCH_KEYS = ("inputs", "targets", "weights", "positions", "segment_ids")
-
-
-def batch_sharding(mesh) -> NamedSharding:
-    return NamedSharding(mesh, logical_to_spec(("batch", "length")))
 
 
 def _micro_grads(graphdef, params, batch):
@@ -101,23 +96,3 @@ def make_eval_step(graphdef, shardings: TrainState, mesh):
             return jitted(params, batch)
 
     return run
-
-
-def make_batch(tokens, weights=None, segment_ids=None, positions=None) -> dict[str, Any]:
-    """Shift ``[B, T+1]`` token rows into an input/target batch (weights apply to the targets)."""
-    import numpy as np
-
-    tokens = np.asarray(tokens, np.int32)
-    b, t1 = tokens.shape
-    weights = np.ones((b, t1), np.float32) if weights is None else np.asarray(weights, np.float32)
-    seg = np.ones((b, t1), np.int32) if segment_ids is None else np.asarray(segment_ids, np.int32)
-    pos = np.broadcast_to(np.arange(t1, dtype=np.int32), (b, t1)) if positions is None else np.asarray(positions)
-    # A target only counts when it continues the same segment as its input.
-    same = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] > 0)
-    return {
-        "inputs": tokens[:, :-1],
-        "targets": tokens[:, 1:],
-        "weights": weights[:, 1:] * same,
-        "positions": np.ascontiguousarray(pos[:, :-1], dtype=np.int32),
-        "segment_ids": seg[:, :-1],
-    }

@@ -18,16 +18,16 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from ee_jax.checkpoint import Checkpointer
+from ee_jax.checkpoint import Checkpointer, selection
 from ee_jax.config import Config
+from ee_jax.data.batch import BATCH_KEYS, batch_sharding
 from ee_jax.models.accounting import train_flops_per_token
 from ee_jax.models.factory import abstract_model
-from ee_jax.train import selection
 from ee_jax.train.guard import StopSignals, TrainingInterrupted, describe_bad_batch
 from ee_jax.train.metrics import MetricsWriter, device_peak_flops
 from ee_jax.train.optimizer import learning_rate_schedule, train_optimizer
 from ee_jax.train.state import TrainState, abstract_state, create_train_state
-from ee_jax.train.step import BATCH_KEYS, batch_sharding, make_eval_step, make_train_step
+from ee_jax.train.step import make_eval_step, make_train_step
 
 
 @dataclasses.dataclass
@@ -37,7 +37,7 @@ class FitResult:
     history: list[dict]
     resumed_from: int | None
     summary: dict
-    selection: dict | None = None  # see ee_jax.train.selection; None until the stage has finished
+    selection: dict | None = None  # see ee_jax.checkpoint.selection; None until the stage has finished
 
 
 def global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
@@ -57,7 +57,7 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
     ``train.eval_every`` steps (and at the end) the model is evaluated on ``valid_batches()`` (loss,
     accuracy) and by ``evaluate_fn(params, step)`` (e.g. ``{"success": ...}`` from valid episodes);
     with ``select="best"`` each evaluation is checkpointed with its score and the best one is kept and
-    recorded as the stage's selection (:mod:`ee_jax.train.selection`). ``params`` replaces random
+    recorded as the stage's selection (:mod:`ee_jax.checkpoint.selection`). ``params`` replaces random
     initialisation (a previous stage, imported weights). Raises :class:`TrainingInterrupted` after
     checkpointing on SIGTERM / SIGINT, :class:`NonFiniteLossError` on a NaN / inf loss.
     ``eval_steps`` replaces the ``train.eval_every`` schedule: evaluate after exactly these steps (and not

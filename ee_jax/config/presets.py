@@ -9,7 +9,11 @@ replaces.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any
+
+from ee_jax.config.hf import model_config_from_hf
 
 
 def _ladder(d: int, layers: int, heads: int, kv: int, vocab: int, ffn: int | None = None) -> dict[str, Any]:
@@ -84,20 +88,7 @@ def get_preset(name: str) -> dict[str, Any]:
     return out
 
 
-def preset_config(name: str, **overrides):
-    """A :class:`ModelConfig` for preset ``name`` with keyword overrides (handy in code and tests)."""
-    from ee_jax.config import load_config
-
-    args = [f"model.preset={name}"] + [f"model.{k}={v}" for k, v in overrides.items()]
-    return load_config(None, args).model
-
-
 def _hf_preset(hf_dir: str) -> dict[str, Any]:
-    import dataclasses
-    import os
-
-    from ee_jax.models.hf_files import model_config_from_hf
-
     if not os.path.isfile(os.path.join(hf_dir, "config.json")):
         raise KeyError(f"hf:{hf_dir}: no config.json there; import the weights first (`ee-jax import NAME|FILE.gguf "
                        f"{hf_dir}`, see docs/models.md)")

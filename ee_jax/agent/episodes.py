@@ -7,8 +7,8 @@ from (seed, task index, sample index, step): an episode's actions do not depend 
 with. A state is built exactly as expert collection builds it
 (:func:`~ee_jax.experience.expert.play_trajectory`): the task's goal, every earlier (action,
 observation) step, the current observation and the admissible actions read before acting; the prompt is
-:meth:`~ee_jax.policy.Policy.prompt_ids` of that state, and the reply is parsed with
-:func:`~ee_jax.experience.prompts.parse_action`, the renderer's own inverse.
+:meth:`~ee_jax.agent.policy.Policy.prompt_ids` of that state, and the reply is parsed with
+:func:`~ee_jax.records.prompts.parse_action`, the renderer's own inverse.
 
 An episode ends when it is won, when the environment ends it (``done``: lost), at the step limit
 (``max_steps``), or after ``eval.max_invalid`` invalid actions (``max_invalid``; 0 = no such limit).
@@ -21,9 +21,11 @@ import dataclasses
 
 from ee_jax.config import Config
 from ee_jax.envs.base import Env, Task
-from ee_jax.experience.explore import unit_seed
-from ee_jax.experience.prompts import parse_action
-from ee_jax.experience.schema import State, Step
+from ee_jax.envs.registry import BUILTIN, make_env_from_config
+from ee_jax.records.prompts import parse_action
+from ee_jax.records.schema import State, Step
+from ee_jax.seeds import unit_seed
+from ee_jax.tokenizer import stop_token_ids
 
 
 @dataclasses.dataclass
@@ -108,8 +110,6 @@ def eval_difficulty(cfg: Config) -> int | None:
 
 def heavy_env(env_name: str) -> bool:
     """Environments whose instances are expensive (a JVM each): reuse a few instead of one per episode."""
-    from ee_jax.envs.registry import BUILTIN
-
     return env_name not in BUILTIN
 
 
@@ -118,7 +118,7 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
     """Episodes of ``policy`` on the first ``n_tasks`` (default ``eval.tasks``) tasks of ``split``.
 
     Args:
-        policy: a :class:`~ee_jax.policy.Policy` (tokenizer, template, context length).
+        policy: a :class:`~ee_jax.agent.policy.Policy` (tokenizer, template, context length).
         cfg: ``eval`` (samples, temperature, max_new_tokens, max_invalid, batch_size, difficulty),
             ``env`` (name, options, max_steps, difficulty), ``prompt`` and ``seed``.
         split: ``train`` | ``valid`` | ``test`` | ``ood``.
@@ -131,9 +131,6 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
         One dict per episode (see :meth:`Episode.to_json`), in (task, sample) order.
     """
     from tqdm import tqdm
-
-    from ee_jax.envs.registry import make_env_from_config
-    from ee_jax.tokenizer import stop_token_ids
 
     e = cfg.eval
     n_tasks = e.tasks if n_tasks is None else int(n_tasks)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from ee_jax.config import PromptConfig
-from ee_jax.experience.schema import State
+from ee_jax.records.schema import State
 
 ACTION_MARKER = "Action:"
 POLICY_INSTRUCTION = "You are an agent in a text environment. Reply with your next action."

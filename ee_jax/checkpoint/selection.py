@@ -3,13 +3,15 @@
 ``last``: the final step. ``best``: the evaluation step with the highest score on the *valid* split
 (never the test split): valid-episode success (ties go to the lower valid loss, then to the later
 step) or, with ``select_metric=loss``, the lowest valid loss of the stage's objective. The choice is
-written to ``ckpt/STAGE/selection.json`` and :func:`ee_jax.policy.load_policy` loads that step.
+written to ``ckpt/STAGE/selection.json`` and :func:`ee_jax.agent.policy.load_policy` loads that step.
 """
 
 from __future__ import annotations
 
 import json
 import os
+
+from ee_jax.files import atomic_write_text
 
 SELECTION_FILE = "selection.json"
 
@@ -36,8 +38,7 @@ def choose(evaluations: list[dict], last_step: int, rule: str, metric: str) -> d
 
 
 def write_selection(ckpt_dir: str, record: dict) -> None:
-    from ee_jax.experience.store import atomic_write_text
-
+    """Write the selection record as ``CKPT_DIR/selection.json`` (atomically)."""
     atomic_write_text(os.path.join(ckpt_dir, SELECTION_FILE), json.dumps(record, indent=1))
 
 

@@ -3,7 +3,7 @@
 **Privileged** (reports label it "privileged: reward + hand-written notes"): its verdicts come from the
 environment's reward / won / valid / done flags, which the paper's reflection prompt never shows, and it
 adds hand-written per-environment notes. Kept as a labelled variant for comparison; the default writer
-is :mod:`ee_jax.experience.grounded`. No language model, no randomness.
+is :mod:`ee_jax.experience.reflect.grounded`. No language model, no randomness.
 
 :func:`oracle_template_rationale` states the goal, what the expert action leads to (and what it achieves: the
 task completed, progress, or an environment-specific reason), then what each alternative led to, quoting the
@@ -15,7 +15,7 @@ with the same observation are grouped in one sentence.
 Environment-specific notes come from a small table keyed by environment name (:data:`NOTES`): a
 price above the budget in the goal (``shop``, ``travel``), the option value the goal asks for
 (``shop``), the booking system's own notes (``travel``), the object the goal needs (``household``),
-the request being worked on (``tools``). Every text passes :func:`ee_jax.experience.filters.check_reflection`
+the request being worked on (``tools``). Every text passes :func:`ee_jax.experience.reflect.filters.check_reflection`
 with the default bounds by construction (the tests check it on cases from every built-in environment).
 """
 
@@ -24,9 +24,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ee_jax.experience.quoting import GOAL_CHARS, code, join_actions, quote
-from ee_jax.experience.reflection import ReflectionCase
-from ee_jax.experience.schema import Outcome, State
+from ee_jax.envs.household_world import OBJECTS, PLURAL
+from ee_jax.experience.reflect.quoting import GOAL_CHARS, code, join_actions, quote
+from ee_jax.experience.reflect.reflection import ReflectionCase
+from ee_jax.records.schema import Outcome, State
 
 RATIONALE_VERSION = "template-v1"
 """Version of the text rules below; recorded in the manifest's generator settings."""
@@ -170,8 +171,6 @@ class HouseholdNotes(Notes):
     @staticmethod
     def targets(goal: str) -> list[str]:
         """Object kinds named in ``goal`` (singular or plural), in vocabulary order."""
-        from ee_jax.envs.household_world import OBJECTS, PLURAL
-
         words = set(re.findall(r"[a-z]+", goal.lower()))
         return [k for k in OBJECTS if k in words or PLURAL.get(k, k + "s").split()[0] in words]
 

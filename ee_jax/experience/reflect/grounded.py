@@ -4,7 +4,7 @@ The default writer of reflections for scratch models. It sees exactly what the p
 shows a language model: the goal, the current observation, the action taken and its observed next
 observation, the other actions and their observed next observations. Nothing else: no reward, score,
 won / valid / done flags, no environment name and no per-environment notes (this module imports no
-environment code and never reads those fields of :class:`~ee_jax.experience.schema.Outcome`).
+environment code and never reads those fields of :class:`~ee_jax.records.schema.Outcome`).
 
 :func:`grounded_rationale` writes, in order: the goal; what the agent sees now; for each other action (those
 with the same outcome grouped) what it would lead to; what the action about to be taken leads to; and a
@@ -19,7 +19,7 @@ observed text, the same for every environment:
 Sentence frames vary between cases: each pick is drawn from a small set with a generator seeded by a hash of
 the state and the action taken, so the same case always gets the same text and cases differing only in hidden
 flags (or the environment's name) get identical text. Every text passes
-:func:`ee_jax.experience.filters.check_reflection` with the default bounds (tested on every built-in
+:func:`ee_jax.experience.reflect.filters.check_reflection` with the default bounds (tested on every built-in
 environment).
 """
 
@@ -30,9 +30,9 @@ import json
 import random
 import re
 
-from ee_jax.experience.filters import case_texts, is_repetitive
-from ee_jax.experience.quoting import GOAL_CHARS, QUOTE_CHARS, code, join_actions, quote
-from ee_jax.experience.reflection import ReflectionCase
+from ee_jax.experience.reflect.filters import case_texts, is_repetitive
+from ee_jax.experience.reflect.quoting import GOAL_CHARS, QUOTE_CHARS, code, join_actions, quote
+from ee_jax.experience.reflect.reflection import ReflectionCase
 
 GROUNDED_VERSION = "grounded-v1"
 """Version of the text rules below; recorded in the manifest's generator settings."""

@@ -44,7 +44,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from ee_jax.experience.reflection import ReflectionCase
+from ee_jax.experience.reflect.reflection import ReflectionCase
 
 FILTER_REASONS = ("empty", "too_short", "too_long", "leaked_label", "repetitive", "contradicts_expert",
                   "no_conclusion")

@@ -11,7 +11,15 @@ import dataclasses
 import os
 from typing import Any
 
-from ee_jax.config import Config, load_config
+from ee_jax.checkpoint import Checkpointer
+from ee_jax.checkpoint.selection import selected_step
+from ee_jax.config import Config, MeshConfig, load_config
+from ee_jax.data.tokenizer_corpus import ensure_tokenizer
+from ee_jax.models.factory import abstract_model, init_params
+from ee_jax.models.sampler import Sampler
+from ee_jax.parallel import make_mesh
+from ee_jax.records.prompts import policy_prompt, shrinking_prompt_cfgs
+from ee_jax.tokenizer import SentencePieceTokenizer, get_template, load_tokenizer, render_prompt
 
 
 @dataclasses.dataclass
@@ -31,9 +39,6 @@ class Policy:
 
     def sampler(self):
         """A :class:`~ee_jax.models.sampler.Sampler` over these weights (stops at end of turn)."""
-        from ee_jax.models.sampler import Sampler
-        from ee_jax.tokenizer import get_template
-
         scfg = self.cfg.sampler
         stop = list(dict.fromkeys(list(scfg.stop) + list(get_template(self.template).stop_strings)))
         scfg = dataclasses.replace(scfg, stop=stop)
@@ -43,13 +48,10 @@ class Policy:
         """The policy prompt of ``state`` as token ids that leave ``max_new_tokens`` of the context free.
 
         The prompt is rendered through the chat template with ``prompt_cfg``, then re-rendered with the
-        ever tighter settings of :func:`~ee_jax.experience.prompts.shrinking_prompt_cfgs` (the rule
+        ever tighter settings of :func:`~ee_jax.records.prompts.shrinking_prompt_cfgs` (the rule
         training shortens prompts by) until it fits ``model.max_seq_len - max_new_tokens``; as a last
         resort BOS and the most recent tokens are kept.
         """
-        from ee_jax.experience.prompts import policy_prompt, shrinking_prompt_cfgs
-        from ee_jax.tokenizer import render_prompt
-
         budget = self.cfg.model.max_seq_len - max_new_tokens
         if budget < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
@@ -63,8 +65,6 @@ class Policy:
 
 def run_tokenizer(cfg: Config):
     """The tokenizer of a run: ``tokenizer.path`` if set, else the run's trained ``tokenizer/spm.model``."""
-    from ee_jax.tokenizer import SentencePieceTokenizer, load_tokenizer
-
     if cfg.tokenizer.path:
         return load_tokenizer(cfg.tokenizer)
     path = os.path.join(cfg.run_dir, "tokenizer", "spm.model")
@@ -88,8 +88,6 @@ def _stage_model(cfg: Config, saved: set[str], where: str) -> Config:
 
 def has_checkpoint(run_dir: str, stage: str) -> bool:
     """Whether stage ``stage`` of ``run_dir`` has at least one finished checkpoint."""
-    from ee_jax.checkpoint import Checkpointer
-
     path = os.path.join(run_dir, "ckpt", stage)
     if not os.path.isdir(path):
         return False
@@ -108,8 +106,6 @@ def run_policy(cfg: Config, stage: str = "") -> Policy:
     model for ``""``. A scratch run's tokenizer is trained from its records first if it is missing."""
     import jax
 
-    from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-
     ensure_tokenizer(cfg)
     return load_policy(cfg=cfg, stage=stage or "init", mesh=local_mesh(cfg) if jax.process_count() > 1 else None)
 
@@ -121,9 +117,6 @@ def local_mesh(cfg: Config):
     each samples with its own copy of the model, which a global mesh would not allow.
     """
     import jax
-
-    from ee_jax.config import MeshConfig
-    from ee_jax.parallel import make_mesh
 
     local = jax.local_devices()
     tensor = cfg.mesh.tensor if cfg.mesh.tensor > 0 and len(local) % cfg.mesh.tensor == 0 else 1
@@ -139,11 +132,6 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
     which ``init_if_missing=True`` also falls back to: the imported weights of ``recipe.init=hf:DIR`` /
     ``safetensors:FILE``, else the randomly initialised ``cfg.model`` (seed ``cfg.seed``).
     """
-    from ee_jax.checkpoint import Checkpointer
-    from ee_jax.models.factory import abstract_model, init_params
-    from ee_jax.parallel import make_mesh
-    from ee_jax.train.selection import selected_step
-
     if cfg is None:
         if run_dir is None:
             raise ValueError("load_policy needs run_dir or cfg")
@@ -164,11 +152,11 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
         if not init_if_missing and stage != "init":
             raise FileNotFoundError(f"run {run_dir!r} has no checkpoint for stage {stage!r} (stages with "
                                     f"checkpoints: {stages or 'none'})")
-        from ee_jax.train.init_weights import pretrained_spec
+        from ee_jax.agent.weights import pretrained_spec
 
         spec = pretrained_spec(cfg)
         if spec:  # the raw pretrained model the run starts from (imported weights)
-            from ee_jax.train.init_weights import initial_params
+            from ee_jax.agent.weights import initial_params
 
             params, _ = initial_params(cfg, mesh, spec)
             return Policy(cfg, abstract_model(cfg.model, mesh)[0], params, tok, mesh, source=f"init:{spec}")

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import jax
 
+from ee_jax.agent.policy import load_policy
 from ee_jax.config import Config
+from ee_jax.models.factory import abstract_model
+from ee_jax.models.lora import add_lora, has_adapters, merge_lora
 
 
 def _check_shapes(params, target, where: str) -> None:
@@ -32,8 +35,6 @@ def _check_shapes(params, target, where: str) -> None:
 def _with_adapters(params, src_model, cfg: Config, mesh):
     """Fit ``params`` (of model config ``src_model``) to this run's LoRA setting."""
     import dataclasses
-
-    from ee_jax.models.lora import add_lora, has_adapters, merge_lora
 
     same = dataclasses.replace(src_model, max_seq_len=0) == dataclasses.replace(cfg.model, max_seq_len=0)
     if has_adapters(params) and not same:
@@ -53,8 +54,6 @@ def pretrained_spec(cfg: Config) -> str:
 def initial_params(cfg: Config, mesh, spec: str):
     """``(params or None, source)`` for ``spec`` (see the module docstring); None means random init."""
     import dataclasses
-
-    from ee_jax.models.factory import abstract_model
 
     if not spec:
         return None, f"init:seed={cfg.seed}"
@@ -80,7 +79,6 @@ def initial_params(cfg: Config, mesh, spec: str):
                 raise
         params = import_safetensors(path, abstract_model(base_model, mesh)[1])  # plain weights: add adapters
         return _with_adapters(params, base_model, cfg, mesh), spec
-    from ee_jax.policy import load_policy
 
     spec_stage = spec[len("stage:"):] if spec.startswith("stage:") else spec
     run_dir, _, stage = spec_stage.rpartition(":")

@@ -7,7 +7,7 @@ that compares the actions by what they led to and ends by stating the expert act
 
 Slot names are neutral on purpose: the prompt shows every action by its own text, the other actions
 as unnumbered bullets, and never calls any of them "expert", "option 1" or the like, so such labels
-have nothing to leak from (:mod:`ee_jax.experience.filters` drops reflections that use them anyway).
+have nothing to leak from (:mod:`ee_jax.experience.reflect.filters` drops reflections that use them anyway).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import random
 from collections.abc import Sequence
 
 from ee_jax.config import PromptConfig
-from ee_jax.experience.prompts import clip_text, context_lines
-from ee_jax.experience.schema import Outcome, State
+from ee_jax.records.prompts import clip_text, context_lines
+from ee_jax.records.schema import Outcome, State
 
 PROMPT_VERSION = "reflect-v2"
 """Version of the prompt text below; recorded in the manifest's generator settings."""

@@ -23,7 +23,9 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ee_jax.experience.schema import RecordError, validate
+from ee_jax.files import atomic_write_text, fsync_dir
+from ee_jax.parallel import host_barrier
+from ee_jax.records.schema import RecordError, validate
 
 MANIFEST = "manifest.json"
 
@@ -34,27 +36,6 @@ def shard_path(data_dir: str, kind: str, index: int) -> str:
 
 def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` via a temporary file, fsync and rename (never a half-written
-    file); the folder is created if needed."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(text.encode("utf-8") if isinstance(text, str) else text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def write_shard(path: str, records: Sequence[dict], meta: dict) -> dict:
@@ -75,7 +56,7 @@ def write_shard(path: str, records: Sequence[dict], meta: dict) -> dict:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
     sidecar = {**meta, "file": os.path.basename(path), "records": len(records), "sha256": digest.hexdigest()}
     atomic_write_text(path + ".json", json.dumps(sidecar, indent=1, sort_keys=True))
     return sidecar
@@ -239,7 +220,6 @@ def run_sharded_stage(data_dir: str, kind: str, chunks: Sequence[Sequence[Any]],
         bar.close()
     if nproc == 1:
         return write_manifest_section(data_dir, kind, settings, n_shards, extra)
-    from ee_jax.parallel import host_barrier
 
     host_barrier(f"ee_jax_stage_{kind}_shards", barrier_timeout_s)  # every shard is written
     section = write_manifest_section(data_dir, kind, settings, n_shards, extra) if pid == 0 else {}

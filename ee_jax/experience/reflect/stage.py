@@ -12,11 +12,15 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
+from ee_jax.agent.policy import run_policy
 from ee_jax.config import Config
 from ee_jax.experience.explore import KIND as TRANSITION
-from ee_jax.experience.explore import unit_seed
-from ee_jax.experience.schema import Outcome, State, make_record
-from ee_jax.experience.store import read_shard, run_sharded_stage, shard_path, stage_input
+from ee_jax.experience.reflect.filters import check_reflection, conclude
+from ee_jax.experience.reflect.generators import make_generator
+from ee_jax.experience.reflect.reflection import PROMPT_VERSION, ReflectionCase, choose_alternatives
+from ee_jax.records.schema import Outcome, State, make_record
+from ee_jax.records.store import read_shard, run_sharded_stage, shard_path, stage_input
+from ee_jax.seeds import unit_seed
 
 KIND = "reflection"
 
@@ -43,16 +47,10 @@ def state_groups(transitions: list[dict]) -> list[tuple[dict, list[dict]]]:
 
 def collect_reflect(cfg: Config, *, overwrite: bool = False, progress: bool = True, generator=None) -> dict:
     """Write reflections for the explored states of ``cfg.run_dir/data``; returns the manifest section."""
-    from ee_jax.experience.filters import check_reflection, conclude
-    from ee_jax.experience.generators import make_generator
-    from ee_jax.experience.reflection import PROMPT_VERSION, ReflectionCase, choose_alternatives
-
     r = cfg.experience.reflect
     data_dir = os.path.join(cfg.run_dir, "data")
     trans, shards = stage_input(data_dir, TRANSITION, "ee-jax collect explore")
     if generator is None:
-        from ee_jax.policy import run_policy
-
         generator = make_generator(cfg, lambda: run_policy(cfg, r.policy_stage))
     settings = {"generator": generator.name, "generator_settings": generator.settings(),
                 "prompt_version": PROMPT_VERSION, "alternatives": r.alternatives, "min_words": r.min_words,

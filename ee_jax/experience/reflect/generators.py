@@ -1,10 +1,10 @@
 """Reflection generators: who writes the reflections of ``ee-jax collect reflect``.
 
 * ``grounded`` (:class:`GroundedGenerator`, the default): the deterministic monologue of
-  :mod:`ee_jax.experience.grounded`, built only from what the paper's reflection prompt shows (goal,
+  :mod:`ee_jax.experience.reflect.grounded`, built only from what the paper's reflection prompt shows (goal,
   observations, actions); for scratch models and tests. Records are labelled ``grounded``.
 * ``oracle_template`` (:class:`OracleTemplateGenerator`): the rationale of
-  :mod:`ee_jax.experience.oracle_rationale`, built from the environment's hidden reward / won / valid flags
+  :mod:`ee_jax.experience.reflect.oracle_rationale`, built from the environment's hidden reward / won / valid flags
   and hand-written per-environment notes. **Privileged**: reports label it "privileged: reward +
   hand-written notes". Records are labelled ``oracle_template``.
 * ``self`` (:class:`SelfGenerator`): the policy model itself through the sampler, as in the paper.
@@ -16,7 +16,7 @@
 Every generator maps ``generate(cases, seed)`` to one text per case. A case that fails (an HTTP error,
 a prompt that does not fit the context) gives ``""`` (the filters drop it as ``empty``) and is counted
 in ``errors`` with its message in ``error_messages``; only configuration errors raise. Each case's
-sampling seed is derived from ``seed`` and the case itself (:func:`~ee_jax.experience.reflection.case_seed`),
+sampling seed is derived from ``seed`` and the case itself (:func:`~ee_jax.experience.reflect.reflection.case_seed`),
 so a case gets the same text whatever it is batched with.
 """
 
@@ -29,11 +29,11 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ee_jax.config import Config, PromptConfig
-from ee_jax.experience.chat_client import ChatClient
-from ee_jax.experience.grounded import GROUNDED_VERSION, grounded_rationale
-from ee_jax.experience.oracle_rationale import RATIONALE_VERSION, oracle_template_rationale
-from ee_jax.experience.prompts import shrinking_prompt_cfgs
-from ee_jax.experience.reflection import PROMPT_VERSION, ReflectionCase, case_seed, reflection_messages
+from ee_jax.experience.reflect.chat_client import ChatClient
+from ee_jax.experience.reflect.grounded import GROUNDED_VERSION, grounded_rationale
+from ee_jax.experience.reflect.oracle_rationale import RATIONALE_VERSION, oracle_template_rationale
+from ee_jax.experience.reflect.reflection import PROMPT_VERSION, ReflectionCase, case_seed, reflection_messages
+from ee_jax.records.prompts import shrinking_prompt_cfgs
 from ee_jax.tokenizer import render_prompt
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ and the field on failure; a version this code does not know is refused rather th
 
 A :class:`State` is what the agent saw before acting: the goal, the steps so far, the current
 observation and (closed action spaces) the admissible actions. The one state renderer
-(:mod:`ee_jax.experience.prompts`) turns it into the prompt every stage uses.
+(:mod:`ee_jax.records.prompts`) turns it into the prompt every stage uses.
 """
 
 from __future__ import annotations
