@@ -18,8 +18,10 @@ from __future__ import annotations
 import jax
 
 from ee_jax.agent.policy import load_policy
+from ee_jax.checkpoint import import_safetensors
 from ee_jax.config import Config
 from ee_jax.models.factory import abstract_model
+from ee_jax.models.hf_files import load_hf_params
 from ee_jax.models.lora import add_lora, has_adapters, merge_lora
 
 
@@ -60,8 +62,6 @@ def initial_params(cfg: Config, mesh, spec: str):
     _, target = abstract_model(cfg.model, mesh)
     base_model = dataclasses.replace(cfg.model, lora_rank=0)
     if spec.startswith("hf:"):
-        from ee_jax.models.hf_files import load_hf_params
-
         # shard by shard into the mesh; config.json must agree with `model` on everything that changes the math
         try:
             params = load_hf_params(spec[3:], base_model, mesh)
@@ -69,8 +69,6 @@ def initial_params(cfg: Config, mesh, spec: str):
             raise type(e)(f"recipe.init={spec!r}: {e}") from e
         return _with_adapters(params, base_model, cfg, mesh), spec
     if spec.startswith("safetensors:"):
-        from ee_jax.checkpoint import import_safetensors
-
         path = spec[len("safetensors:"):]
         try:
             return import_safetensors(path, target), spec

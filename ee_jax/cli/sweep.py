@@ -8,7 +8,8 @@ import shlex
 import subprocess
 
 from ee_jax.cli.common import emit, split_config_args
-from ee_jax.sweep import build_scaling_report, launch_commands, load_sweep, run_sweep
+from ee_jax.sweep import build_scaling_report, export_results, launch_commands, load_sweep, run_sweep
+from ee_jax.sweep.spec import sweep_points
 
 
 def _summary(report: dict) -> str:
@@ -44,16 +45,12 @@ def cmd_sweep(args) -> None:
             raise SystemExit(1)
         return
     if args.dry_run:
-        from ee_jax.sweep.spec import sweep_points
-
         points = sweep_points(sweep)
         lines = [f"ee-jax run {sweep.base} {shlex.join(p.overrides)}" for p in points]
         emit(args, "\n".join(lines), {"points": [{"name": p.name, "run_dir": p.run_dir,
                                                    "overrides": list(p.overrides)} for p in points]})
         return
     if args.export_results:
-        from ee_jax.sweep import export_results
-
         out = export_results(sweep, args.export_results)
         done = sum(p["finished"] for p in out["points"])
         emit(args, f"{len(out['points'])} point(s) ({done} finished) exported to {out['out_dir']} "

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ee_jax.config.presets import get_preset
 from ee_jax.config.schema import Config, ConfigError
+from ee_jax.config.validate import validate
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -107,8 +108,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         cfg: Config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e, path)) from None
-    from ee_jax.config.validate import validate
-
     validate(cfg)
     return cfg
 

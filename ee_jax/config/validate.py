@@ -231,8 +231,6 @@ def resolve_mesh_shape(cfg: Config, num_devices: int) -> tuple[int, int, int]:
             _fail(names[free[0]], -1, f"the other axes ({fixed}) to divide the device count {num_devices}")
         shape[free[0]] = num_devices // fixed
     if shape[0] * shape[1] * shape[2] != num_devices:
-        from ee_jax.config.loader import ConfigError
-
         raise ConfigError(
             f"mesh.data*mesh.fsdp*mesh.tensor = {shape[0]}*{shape[1]}*{shape[2]} = "
             f"{shape[0] * shape[1] * shape[2]}: expected the device count {num_devices}"

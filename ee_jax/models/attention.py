@@ -10,9 +10,8 @@ import numpy as np
 from flax import nnx
 
 from ee_jax.config import ModelConfig
-from ee_jax.models.layers import RMSNorm, apply_rope, dense, dtype_of, make_param
+from ee_jax.models.layers import LoRA, RMSNorm, apply_rope, dense, dtype_of, lora_targets, make_param
 from ee_jax.parallel.rules import constrain
-from ee_jax.models.lora import LoRA, lora_targets
 
 
 def attention_mask(q_pos, q_seg, k_pos, k_seg, window) -> jax.Array:

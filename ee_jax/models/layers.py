@@ -54,6 +54,36 @@ class RMSNorm(nnx.Module):
         return (normed * (self.offset + self.scale[...].astype(jnp.float32))).astype(x.dtype)
 
 
+def lora_targets(cfg: ModelConfig) -> frozenset[str]:
+    """The projections that get adapters (empty when ``lora_rank`` is 0)."""
+    if not cfg.lora_rank:
+        return frozenset()
+    return frozenset(x.strip() for x in cfg.lora_targets.split(",") if x.strip())
+
+
+class LoRA(nnx.Module):
+    """The adapter of one kernel viewed as ``[prod(in), prod(out)]``: ``x -> (alpha / R) (x A) B``."""
+
+    def __init__(self, cfg: ModelConfig, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                 in_logical: tuple[str, ...], out_logical: tuple[str, ...], *, rngs: nnx.Rngs):
+        r, pd = cfg.lora_rank, dtype_of(cfg.param_dtype)
+        bound = 1.0 / math.sqrt(math.prod(in_shape))  # PEFT's kaiming-uniform(a=sqrt(5)) bound
+
+        def uniform(key, shape, dtype):
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+        self.a = make_param(rngs, uniform, (*in_shape, r), (*in_logical, "lora_rank"), pd)
+        self.b = make_param(rngs, nnx.initializers.zeros, (r, *out_shape), ("lora_rank", *out_logical), pd)
+        self.scale = cfg.lora_alpha / r
+        self.dtype = dtype_of(cfg.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x [..., prod(in)]`` -> the update ``[..., prod(out)]`` in the compute dtype."""
+        r, dt = self.a.shape[-1], self.dtype
+        h = dense(x, self.a[...].astype(dt).reshape(-1, r))
+        return dense(h, self.b[...].astype(dt).reshape(r, -1)) * jnp.asarray(self.scale, dt)
+
+
 class GatedMLP(nnx.Module):
     """SwiGLU (Llama/Qwen) or tanh-GELU gated MLP (Gemma): ``down(act(gate(x)) * up(x))``."""
 
@@ -65,8 +95,6 @@ class GatedMLP(nnx.Module):
         self.down = make_param(rngs, init, (cfg.ffn_dim, cfg.d_model), ("mlp", "embed"), pd)
         self.activation = cfg.activation
         self.dtype = dtype_of(cfg.dtype)
-        from ee_jax.models.lora import LoRA, lora_targets
-
         shapes = {"gate": ((cfg.d_model,), (cfg.ffn_dim,), ("embed",), ("mlp",)),
                   "up": ((cfg.d_model,), (cfg.ffn_dim,), ("embed",), ("mlp",)),
                   "down": ((cfg.ffn_dim,), (cfg.d_model,), ("mlp",), ("embed",))}

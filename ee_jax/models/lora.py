@@ -19,49 +19,22 @@ fresh adapters on weights that have none (imported HF weights, a full fine-tunin
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from ee_jax.checkpoint.safetensors_io import is_variable, leaf_value, named_leaves
 from ee_jax.config import ModelConfig
 from ee_jax.config.schema import LORA_TARGETS
-from ee_jax.models.layers import dense, dtype_of, make_param
+from ee_jax.models.factory import abstract_model
+from ee_jax.models.layers import LoRA, lora_targets  # noqa: F401  (the adapter layer; re-exported)
+from ee_jax.models.transformer import Decoder
+from ee_jax.parallel.rules import use_mesh
 
 TARGETS = LORA_TARGETS
 PREFIX = "lora_"
-
-
-def lora_targets(cfg: ModelConfig) -> frozenset[str]:
-    """The projections that get adapters (empty when ``lora_rank`` is 0)."""
-    if not cfg.lora_rank:
-        return frozenset()
-    return frozenset(x.strip() for x in cfg.lora_targets.split(",") if x.strip())
-
-
-class LoRA(nnx.Module):
-    """The adapter of one kernel viewed as ``[prod(in), prod(out)]``: ``x -> (alpha / R) (x A) B``."""
-
-    def __init__(self, cfg: ModelConfig, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-                 in_logical: tuple[str, ...], out_logical: tuple[str, ...], *, rngs: nnx.Rngs):
-        r, pd = cfg.lora_rank, dtype_of(cfg.param_dtype)
-        bound = 1.0 / math.sqrt(math.prod(in_shape))  # PEFT's kaiming-uniform(a=sqrt(5)) bound
-
-        def uniform(key, shape, dtype):
-            return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-        self.a = make_param(rngs, uniform, (*in_shape, r), (*in_logical, "lora_rank"), pd)
-        self.b = make_param(rngs, nnx.initializers.zeros, (r, *out_shape), ("lora_rank", *out_logical), pd)
-        self.scale = cfg.lora_alpha / r
-        self.dtype = dtype_of(cfg.dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``x [..., prod(in)]`` -> the update ``[..., prod(out)]`` in the compute dtype."""
-        r, dt = self.a.shape[-1], self.dtype
-        h = dense(x, self.a[...].astype(dt).reshape(-1, r))
-        return dense(h, self.b[...].astype(dt).reshape(r, -1)) * jnp.asarray(self.scale, dt)
 
 
 def _names(path) -> list[str]:
@@ -101,14 +74,10 @@ def adapter_count(params) -> int:
 
 
 def _named(params) -> dict[str, jax.Array]:
-    from ee_jax.checkpoint.safetensors_io import leaf_value, named_leaves
-
     return {name: leaf_value(leaf) for name, leaf in named_leaves(params)[0]}
 
 
 def _rebuild(target, values: dict[str, jax.Array]):
-    from ee_jax.checkpoint.safetensors_io import is_variable, named_leaves
-
     leaves, treedef = named_leaves(target)
     return jax.tree_util.tree_unflatten(
         treedef, [leaf.replace(values[n]) if is_variable(leaf) else values[n] for n, leaf in leaves])
@@ -119,9 +88,6 @@ def merge_lora(params, cfg: ModelConfig, mesh):
 
     Runs on the devices with the base model's shardings (nothing gathered to the host).
     """
-    from ee_jax.models.factory import abstract_model
-    from ee_jax.parallel.rules import use_mesh
-
     base_cfg = dataclasses.replace(cfg, lora_rank=0)
     if not cfg.lora_rank:
         return params, base_cfg
@@ -155,10 +121,6 @@ def add_lora(params, cfg: ModelConfig, mesh, seed: int = 0):
     Adapters already present are kept. The fresh ones come from ``Decoder(cfg, seed)``'s initialisers,
     inside one jitted function whose unused base initialisation XLA drops.
     """
-    from ee_jax.models.factory import abstract_model
-    from ee_jax.models.transformer import Decoder
-    from ee_jax.parallel.rules import use_mesh
-
     _, target = abstract_model(cfg, mesh)
 
     def add(params):

@@ -35,6 +35,7 @@ from ee_jax.parallel.distributed import to_host
 from ee_jax.parallel.rules import use_mesh
 from ee_jax.rl import samples as rl_samples
 from ee_jax.rl.batching import pack_turns, update_groups
+from ee_jax.rl.critic import CRITIC_HEAD, critic_from_policy
 from ee_jax.rl.rollout import collect_rollouts, with_turn_limit
 from ee_jax.rl.starts import branch_anchors, step_branches, step_tasks, train_tasks
 from ee_jax.rl.step import (
@@ -43,12 +44,14 @@ from ee_jax.rl.step import (
     device_batch,
     make_accumulate,
     make_apply_update,
+    make_critic_grads,
     make_logprob_fn,
     make_policy_grads,
+    make_value_fn,
 )
 from ee_jax.seeds import unit_seed
 from ee_jax.train import make_optimizer
-from ee_jax.train.guard import StopSignals, TrainingInterrupted
+from ee_jax.train.guard import NonFiniteLossError, StopSignals, TrainingInterrupted
 from ee_jax.train.metrics import MetricsWriter
 from ee_jax.train.recipes import check_settings, episode_evaluator, write_json
 from ee_jax.train.state import TrainState, create_train_state, state_shardings
@@ -106,9 +109,6 @@ class _Models:
         self.add = make_accumulate(self.param_shardings, mesh)
         self.critic = None
         if r.algorithm == "ppo":
-            from ee_jax.rl.critic import CRITIC_HEAD, critic_from_policy
-            from ee_jax.rl.step import make_critic_grads, make_value_fn
-
             self.critic_graphdef, cparams = critic_from_policy(cfg.model, mesh, self.state.params)
             self.critic_tx = rl_optimizer(cfg, r.critic_lr, also=CRITIC_HEAD)
             self.critic = _train_state(self.critic_tx, cparams, mesh)
@@ -346,8 +346,6 @@ def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step
                 "reply_tokens": float(arrays["weights"].sum()),
                 "rollout_entropy": float(np.sum(entropy * arrays["weights"]) / max(arrays["weights"].sum(), 1.0))})
     if not np.isfinite(out.get("loss", 0.0)):
-        from ee_jax.train.guard import NonFiniteLossError
-
         raise NonFiniteLossError(f"RL step {step + 1}: the loss is {out['loss']}; the last checkpoint is the last "
                                  "good state")
     return out
