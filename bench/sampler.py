@@ -179,8 +179,9 @@ def bench_llama_cpp(args, gguf: str, prompts) -> dict:
 
 def _real_model(args):
     """``(cfg, graphdef, params, mesh, hf_dir, gguf or None)`` for ``--model``."""
+    from ee_jax.config.hf import model_config_from_hf
     from ee_jax.models.factory import abstract_model
-    from ee_jax.models.hf_files import load_hf_params, model_config_from_hf
+    from ee_jax.models.hf_load import load_hf_params
     from ee_jax.models.packaged import PACKAGED, packaged_gguf
     from ee_jax.parallel import single_device_mesh
 

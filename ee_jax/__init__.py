@@ -23,8 +23,8 @@ _API = {
     "param_count": "ee_jax.models", "train_flops_per_token": "ee_jax.models",
     "Sampler": "ee_jax.models.sampler",
     # pretrained weights: HF directories, GGUF files, LoRA
-    "load_hf_params": "ee_jax.models.hf_files", "model_config_from_hf": "ee_jax.models.hf_files",
-    "save_hf_checkpoint": "ee_jax.models.hf_files", "import_gguf": "ee_jax.models.gguf_import",
+    "load_hf_params": "ee_jax.models.hf_load", "model_config_from_hf": "ee_jax.config.hf",
+    "save_hf_checkpoint": "ee_jax.models.hf_export", "import_gguf": "ee_jax.models.gguf_import",
     "merge_lora": "ee_jax.models.lora", "add_lora": "ee_jax.models.lora",
     # tokenizers
     "load_tokenizer": "ee_jax.tokenizer", "train_sentencepiece": "ee_jax.tokenizer",
@@ -32,7 +32,7 @@ _API = {
     # training
     "TrainState": "ee_jax.train", "create_train_state": "ee_jax.train", "make_optimizer": "ee_jax.train",
     "make_train_step": "ee_jax.train", "make_batch": "ee_jax.train", "fit": "ee_jax.train",
-    "weighted_token_loss": "ee_jax.train",
+    "weighted_token_loss": "ee_jax.train", "StageRunner": "ee_jax.train",
     # environments
     "Env": "ee_jax.envs", "Task": "ee_jax.envs", "make_env": "ee_jax.envs", "list_envs": "ee_jax.envs",
     "register_env": "ee_jax.envs", "branch": "ee_jax.envs", "branch_trajectory": "ee_jax.envs",
@@ -60,7 +60,7 @@ _API = {
     "SweepConfig": "ee_jax.sweep", "load_sweep": "ee_jax.sweep", "run_sweep": "ee_jax.sweep",
     "build_scaling_report": "ee_jax.sweep", "size_figures": "ee_jax.sweep.planning",
     # checkpoints
-    "Checkpointer": "ee_jax.checkpoint", "export_safetensors": "ee_jax.checkpoint",
+    "RunDir": "ee_jax.rundir", "Checkpointer": "ee_jax.checkpoint", "export_safetensors": "ee_jax.checkpoint",
     "import_safetensors": "ee_jax.checkpoint",
 }
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from ee_jax.envs import SPLITS, EnvError, branch, check_determinism, make_env, run_oracle
-from ee_jax.envs.coin import NAMES, OOD_NAMES, ROOMS, build
+from ee_jax.envs.worlds.coin import NAMES, OOD_NAMES, ROOMS, build
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from ee_jax.envs import SPLITS, EnvError, Task, branch, check_determinism, check_env, make_env, run_oracle
 from ee_jax.envs.base import observation_hash
-from ee_jax.envs.household_world import (
+from ee_jax.envs.worlds.household.world import (
     HELDOUT,
     ROOMS,
     Part,

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from ee_jax.envs import SPLITS, EnvError, branch, check_determinism, check_env, make_env, observation_hash, run_oracle
-from ee_jax.envs.shop import PER_PAGE, ShopEnv, rank
-from ee_jax.envs.shop_catalog import (
+from ee_jax.envs.worlds.shop.catalog import (
     CATEGORY,
     OOD_CATEGORIES,
     RESERVED_PAIRS,
@@ -20,6 +19,7 @@ from ee_jax.envs.shop_catalog import (
     score_purchase,
     uses_ood,
 )
+from ee_jax.envs.worlds.shop.env import PER_PAGE, ShopEnv, rank
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

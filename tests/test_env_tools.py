@@ -20,9 +20,9 @@ from ee_jax.envs import (
     reach,
     run_oracle,
 )
-from ee_jax.envs.tools import ToolsEnv
-from ee_jax.envs.tools_api import BASE_FUNCTIONS, HOME, parse_call
-from ee_jax.envs.tools_tasks import MISSING, OOD_VARIANTS, generate
+from ee_jax.envs.worlds.tools.api import BASE_FUNCTIONS, HOME, parse_call
+from ee_jax.envs.worlds.tools.env import ToolsEnv
+from ee_jax.envs.worlds.tools.tasks import MISSING, OOD_VARIANTS, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from ee_jax.envs import SPLITS, EnvError, branch, check_determinism, check_env, make_env, observation_hash, run_oracle
-from ee_jax.envs import travel_catalog as tc
 from ee_jax.envs.base import Task
-from ee_jax.envs.travel_catalog import COMMONSENSE, LEVELS, OOD_PAIR, analyze, evaluate, generate
+from ee_jax.envs.worlds.travel import catalog as tc
+from ee_jax.envs.worlds.travel.catalog import COMMONSENSE, LEVELS, OOD_PAIR, analyze, evaluate, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORACLE_STEPS = {1: 13, 2: 23, 3: 33}  # views + sets + submit: the oracle's path length is fixed per difficulty

@@ -473,7 +473,7 @@ def test_empty_selection_names_data_dir_kind_and_split(store):
 
 
 def test_tokenizer_from_records(store):
-    from ee_jax.agent.policy import run_tokenizer
+    from ee_jax.agent.weights import run_tokenizer
 
     cfg, tok, _, _ = store
     lines = corpus_lines(os.path.join(cfg.run_dir, "data"), cfg.prompt, max_lines=50)

@@ -75,8 +75,9 @@ def _reference(name: str):
 @functools.cache
 def _ours(name: str, root: str):
     """(policy-side tokenizer, model config, graphdef, params, mesh) of the imported directory."""
+    from ee_jax.config.hf import model_config_from_hf
     from ee_jax.models.factory import abstract_model
-    from ee_jax.models.hf_files import load_hf_params, model_config_from_hf
+    from ee_jax.models.hf_load import load_hf_params
     from ee_jax.parallel import single_device_mesh
     from ee_jax.tokenizer import HFTokenizer, SentencePieceTokenizer
 
@@ -207,8 +208,8 @@ def _tiny_gguf(path: str, arch: str = "llama", drop: str = "") -> None:
 
 
 def test_tiny_gguf_round_trip_and_errors(tmp_path):
+    from ee_jax.config.hf import model_config_from_hf
     from ee_jax.models.gguf_import import import_gguf
-    from ee_jax.models.hf_files import model_config_from_hf
 
     src = str(tmp_path / "tiny.gguf")
     _tiny_gguf(src)

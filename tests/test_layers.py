@@ -18,6 +18,7 @@ LAYERS = [
     ("parallel", ["ee_jax.parallel"]),
     ("tokenizer", ["ee_jax.tokenizer"]),
     ("checkpoint", ["ee_jax.checkpoint"]),
+    ("rundir", ["ee_jax.rundir"]),
     ("models", ["ee_jax.models"]),
     ("records", ["ee_jax.records"]),
     ("data", ["ee_jax.data"]),

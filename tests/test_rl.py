@@ -327,7 +327,7 @@ def test_lora_ppo_trains_only_the_adapters_and_the_value_head(trained, tmp_path)
 
     from ee_jax.cli.main import main
     from ee_jax.config import save_config
-    from ee_jax.models.hf_files import model_config_from_hf
+    from ee_jax.config.hf import model_config_from_hf
 
     save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"))
     out = str(tmp_path / "merged")

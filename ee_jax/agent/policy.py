@@ -8,18 +8,17 @@ which weights, tokenizer and template a run directory means.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
-from ee_jax.checkpoint import Checkpointer
-from ee_jax.checkpoint.selection import selected_step
-from ee_jax.config import Config, MeshConfig, load_config
+import jax
+
+from ee_jax.agent.weights import stage_weights
+from ee_jax.config import Config, MeshConfig
 from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-from ee_jax.models.factory import abstract_model, init_params
 from ee_jax.models.sampler import Sampler
 from ee_jax.parallel import make_mesh
 from ee_jax.records.prompts import policy_prompt, shrinking_prompt_cfgs
-from ee_jax.tokenizer import SentencePieceTokenizer, get_template, load_tokenizer, render_prompt
+from ee_jax.tokenizer import get_template, render_prompt
 
 
 @dataclasses.dataclass
@@ -63,49 +62,9 @@ class Policy:
         return ids[:1] + ids[len(ids) - budget + 1:]  # last resort: BOS and the most recent context
 
 
-def run_tokenizer(cfg: Config):
-    """The tokenizer of a run: ``tokenizer.path`` if set, else the run's trained ``tokenizer/spm.model``."""
-    if cfg.tokenizer.path:
-        return load_tokenizer(cfg.tokenizer)
-    path = os.path.join(cfg.run_dir, "tokenizer", "spm.model")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"run {cfg.run_dir!r} has no tokenizer: {path} does not exist and tokenizer.path "
-                                f"is empty (scratch runs train it from their expert data first)")
-    return SentencePieceTokenizer(path)
-
-
-def _stage_model(cfg: Config, saved: set[str], where: str) -> Config:
-    """``cfg`` with the LoRA setting the checkpoint was trained with: a stage trained without adapters
-    (e.g. ``il``, before ``ee-jax rl ... model.lora_rank=8`` on the same run) loads as the plain model."""
-    has_adapters = any(".lora_" in n for n in saved)
-    if has_adapters == bool(cfg.model.lora_rank):
-        return cfg
-    if not has_adapters:
-        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, lora_rank=0))
-    raise ValueError(f"checkpoint {where} holds LoRA adapters but the config has model.lora_rank=0; load it with "
-                     "the run's LoRA settings (model.lora_rank, model.lora_alpha, model.lora_targets)")
-
-
-def has_checkpoint(run_dir: str, stage: str) -> bool:
-    """Whether stage ``stage`` of ``run_dir`` has at least one finished checkpoint."""
-    path = os.path.join(run_dir, "ckpt", stage)
-    if not os.path.isdir(path):
-        return False
-    with Checkpointer(path, async_save=False) as ck:
-        return ck.latest_step() is not None
-
-
-def checkpoint_stages(run_dir: str) -> list[str]:
-    """Stages of ``run_dir`` that have at least one finished checkpoint."""
-    root = os.path.join(run_dir, "ckpt")
-    return [name for name in (sorted(os.listdir(root)) if os.path.isdir(root) else []) if has_checkpoint(run_dir, name)]
-
-
 def run_policy(cfg: Config, stage: str = "") -> Policy:
     """The policy a collection stage of ``cfg``'s run acts with: checkpoint ``stage``, or the untrained
     model for ``""``. A scratch run's tokenizer is trained from its records first if it is missing."""
-    import jax
-
     ensure_tokenizer(cfg)
     return load_policy(cfg=cfg, stage=stage or "init", mesh=local_mesh(cfg) if jax.process_count() > 1 else None)
 
@@ -116,8 +75,6 @@ def local_mesh(cfg: Config):
     Collection shards are per host, so under ``jax.distributed`` hosts make different sampler calls;
     each samples with its own copy of the model, which a global mesh would not allow.
     """
-    import jax
-
     local = jax.local_devices()
     tensor = cfg.mesh.tensor if cfg.mesh.tensor > 0 and len(local) % cfg.mesh.tensor == 0 else 1
     return make_mesh(dataclasses.replace(cfg, mesh=MeshConfig(data=-1, fsdp=1, tensor=tensor)), local)
@@ -132,41 +89,6 @@ def load_policy(run_dir: str | None = None, *, cfg: Config | None = None, stage:
     which ``init_if_missing=True`` also falls back to: the imported weights of ``recipe.init=hf:DIR`` /
     ``safetensors:FILE``, else the randomly initialised ``cfg.model`` (seed ``cfg.seed``).
     """
-    if cfg is None:
-        if run_dir is None:
-            raise ValueError("load_policy needs run_dir or cfg")
-        path = os.path.join(run_dir, "config.yaml")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{run_dir!r} has no config.yaml: not an ee-jax run directory")
-        cfg = load_config(path, overrides)
-    run_dir = cfg.run_dir if run_dir is None else run_dir
-    tok = run_tokenizer(dataclasses.replace(cfg, run_dir=run_dir))
-    if cfg.model.vocab_size != tok.vocab_size:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
-    mesh = make_mesh(cfg) if mesh is None else mesh
-    stages = checkpoint_stages(run_dir)
-    if stage is None and len(stages) > 1:
-        raise ValueError(f"run {run_dir!r} has checkpoints for stages {stages}; choose one with stage=")
-    stage = stage or (stages[0] if stages else None)
-    if stage is None or stage not in stages:
-        if not init_if_missing and stage != "init":
-            raise FileNotFoundError(f"run {run_dir!r} has no checkpoint for stage {stage!r} (stages with "
-                                    f"checkpoints: {stages or 'none'})")
-        from ee_jax.agent.weights import pretrained_spec
-
-        spec = pretrained_spec(cfg)
-        if spec:  # the raw pretrained model the run starts from (imported weights)
-            from ee_jax.agent.weights import initial_params
-
-            params, _ = initial_params(cfg, mesh, spec)
-            return Policy(cfg, abstract_model(cfg.model, mesh)[0], params, tok, mesh, source=f"init:{spec}")
-        graphdef, params = init_params(cfg.model, mesh, seed=cfg.seed)
-        return Policy(cfg, graphdef, params, tok, mesh, source=f"init:seed={cfg.seed}")
-    ckpt_dir = os.path.join(run_dir, "ckpt", stage)
-    with Checkpointer(ckpt_dir, async_save=False) as ckpt:
-        step = selected_step(ckpt_dir) or ckpt.latest_step()  # the stage's reported checkpoint
-        cfg = _stage_model(cfg, ckpt.saved_names(step), f"{ckpt_dir}@{step}")
-        graphdef, abs_params = abstract_model(cfg.model, mesh)
-        # only the parameters: optimizer moments (and an RL stage's reference / critic) stay on disk
-        restored = ckpt.restore_subtree(step, {"params": abs_params})
-    return Policy(cfg, graphdef, restored["params"], tok, mesh, source=f"checkpoint:{ckpt_dir}@{step}")
+    w = stage_weights(run_dir, cfg=cfg, stage=stage, overrides=overrides, init_if_missing=init_if_missing,
+                      mesh=mesh)
+    return Policy(w.cfg, w.graphdef, w.params, w.tokenizer, w.mesh, source=w.source)

@@ -7,10 +7,10 @@ resumes it (finished shards are kept), and changed settings are refused unless `
 from __future__ import annotations
 
 import argparse
-import os
 
 from ee_jax.cli.common import emit, load_run_config
 from ee_jax.experience.collect import STAGES, run_stage
+from ee_jax.rundir import RunDir
 
 
 def _load(args):
@@ -47,7 +47,7 @@ def cmd_collect(args) -> None:
                                                   progress=not args.no_progress))
         human.append(text)
         payload[stage] = section
-    human.append(f"data     {os.path.join(cfg.run_dir, 'data')}")
+    human.append(f"data     {RunDir(cfg.run_dir).data}")
     emit(args, "\n".join(human), payload)
 
 

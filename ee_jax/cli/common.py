@@ -9,6 +9,7 @@ import jax
 
 from ee_jax.config import ConfigError, load_config, save_config
 from ee_jax.parallel import initialize_distributed
+from ee_jax.rundir import RunDir
 from ee_jax.runinfo import run_info
 
 
@@ -41,5 +42,5 @@ def load_run_config(items: list[str], default: str | None = None):
     initialize_distributed(cfg.distributed)  # before any JAX call: every host runs this same command
     if jax.process_index() == 0:
         os.makedirs(cfg.run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
+        save_config(cfg, RunDir(cfg.run_dir).config, extra=run_info(cfg.seed))
     return cfg

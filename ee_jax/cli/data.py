@@ -19,12 +19,13 @@ from ee_jax.data.experience_dataset import dataset_sizes, read_selected, select_
 from ee_jax.data.tokenizer_corpus import ensure_tokenizer
 from ee_jax.records.schema import KINDS
 from ee_jax.records.store import finished_shards, load_manifest
+from ee_jax.rundir import RunDir
 
 _ON, _OFF = "\x1b[1;32m", "\x1b[0m"
 
 
 def _load_cfg(args):
-    path = os.path.join(args.run_dir, "config.yaml")
+    path = RunDir(args.run_dir).config
     if not os.path.exists(path):
         raise FileNotFoundError(f"{args.run_dir!r} has no config.yaml: not an ee-jax run directory")
     cfg = load_config(path, list(args.override or []))
@@ -54,7 +55,7 @@ def cmd_show(args) -> None:
     """``data show``: the first ``--n`` records of each kind of the objective, rendered as trained."""
     cfg = _load_cfg(args)
     tok = ensure_tokenizer(cfg)
-    data_dir = os.path.join(cfg.run_dir, "data")
+    data_dir = RunDir(cfg.run_dir).data
     color = sys.stdout.isatty() and not args.no_color
     max_len = cfg.train.seq_len + 1
     lines, examples = [], []
@@ -86,7 +87,7 @@ def cmd_show(args) -> None:
 def cmd_stats(args) -> None:
     """``data stats``: records per kind and split (manifest, else sidecars) and every objective's sizes."""
     cfg = _load_cfg(args)
-    data_dir = os.path.join(cfg.run_dir, "data")
+    data_dir = RunDir(cfg.run_dir).data
     manifest = load_manifest(data_dir)
     kinds = {}
     for kind in KINDS:

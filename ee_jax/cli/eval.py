@@ -12,6 +12,7 @@ import os
 from ee_jax.agent.policy import load_policy
 from ee_jax.cli.common import emit
 from ee_jax.config import ConfigError, load_config
+from ee_jax.envs.base import check_split
 from ee_jax.eval import evaluate_policy
 from ee_jax.parallel import initialize_distributed
 
@@ -59,8 +60,6 @@ def cmd_eval(args) -> None:
     if args.split is not None and not splits:
         raise ValueError(f"--split {args.split!r} names no split; e.g. --split test,ood")
     if splits is not None:
-        from ee_jax.envs.base import check_split
-
         for s in splits:
             check_split(s)
     _initialize_distributed(overrides)

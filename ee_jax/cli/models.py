@@ -8,9 +8,10 @@ import os
 from ee_jax.agent.policy import load_policy
 from ee_jax.cli.common import emit
 from ee_jax.models.gguf_import import import_gguf
-from ee_jax.models.hf_files import save_hf_checkpoint
+from ee_jax.models.hf_export import save_hf_checkpoint
 from ee_jax.models.lora import merge_lora
 from ee_jax.models.packaged import PACKAGED, packaged_gguf
+from ee_jax.rundir import RunDir
 
 
 def cmd_import(args) -> None:
@@ -44,7 +45,7 @@ def cmd_export(args) -> None:
 
         params = jax.tree.map(lambda a: a.astype(jnp.dtype(args.dtype)), params)
         model_cfg = dataclasses.replace(model_cfg, param_dtype=args.dtype)
-    tok_src = cfg.tokenizer.path or os.path.join(args.run_dir, "tokenizer", "spm.model")
+    tok_src = cfg.tokenizer.path or RunDir(args.run_dir).tokenizer_model
     if os.path.isfile(tok_src) and os.path.basename(tok_src) == "tokenizer.json":
         tok_src = os.path.dirname(tok_src)  # with its tokenizer_config.json
     ids = {k: i for k, i in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id), ("pad_token_id", tok.pad_id))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from ee_jax.cli.common import emit, load_run_config
 from ee_jax.rl.trainer import train_rl
+from ee_jax.rundir import RunDir
 
 
 def cmd_rl(args) -> None:
@@ -23,7 +22,7 @@ def cmd_rl(args) -> None:
                  + (f"\nlast step: success {last['success']:.3f}  reward {last['reward']:.3f}  kl {last['kl']:.4f}  "
                     f"clip {last['clip_fraction']:.3f}  entropy {last['entropy']:.3f}" if last else "")
                  + f"\nreported step {sel['step']} ({sel['rule']})"
-                 + f"\ncheckpoints  {os.path.join(cfg.run_dir, 'ckpt', rec['policy_stage'])}  "
+                 + f"\ncheckpoints  {RunDir(cfg.run_dir).ckpt(rec['policy_stage'])}  "
                    f"(evaluate: ee-jax eval {cfg.run_dir} --stage {rec['policy_stage']})")
     emit(args, human, payload)
 

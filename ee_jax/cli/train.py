@@ -6,6 +6,7 @@ import os
 
 from ee_jax.cli.common import emit, load_run_config
 from ee_jax.pipeline.experiment import run_experiment
+from ee_jax.rundir import RunDir
 from ee_jax.train.recipes import train_method
 
 
@@ -27,7 +28,7 @@ def cmd_train(args) -> None:
                          + (f" ({st['epochs']:.2f} epochs)" if st.get("epochs") else "")
                          + f"  reported step {st['selected_step']} ({how})" + ("  [done before]" if rec.get("skipped")
                                                                                 else ""))
-    lines.append(f"checkpoints  {os.path.join(cfg.run_dir, 'ckpt')}  (evaluate: ee-jax eval {cfg.run_dir} --stage il)")
+    lines.append(f"checkpoints  {RunDir(cfg.run_dir).ckpt()}  (evaluate: ee-jax eval {cfg.run_dir} --stage il)")
     emit(args, "\n".join(lines), payload)
 
 

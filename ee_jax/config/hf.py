@@ -1,6 +1,23 @@
 """A Hugging Face ``config.json`` as a :class:`ModelConfig`: Llama, Qwen2 and Gemma 3 (text), with
-transformers 5.23's class defaults for missing keys. Loading and exporting the weights is
-:mod:`ee_jax.models.hf_files`."""
+transformers 5.23's class defaults for missing keys. Loading the weights is :mod:`ee_jax.models.hf_load`,
+exporting them :mod:`ee_jax.models.hf_export`.
+
+Defaults for keys missing from ``config.json`` are those of the ``transformers`` 5.23 config classes
+(v4 exporters drop keys equal to the class default, e.g. Gemma3's ``tie_word_embeddings``):
+
+=====================  ===========  ============  =======================
+key                    Llama        Qwen2         Gemma3 (text)
+=====================  ===========  ============  =======================
+tie_word_embeddings    False        False         True
+rms_norm_eps           1e-6         1e-6          1e-6
+num_key_value_heads    = heads      32            4
+head_dim               d // heads   d // heads    256
+max_position_emb.      2048         32768         131072
+rope theta             10000        10000         1e6 global, 1e4 local
+query_pre_attn_scalar  --           --            256
+sliding_window         --           (off)         4096, pattern 6
+=====================  ===========  ============  =======================
+"""
 
 from __future__ import annotations
 

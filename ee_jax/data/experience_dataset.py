@@ -28,7 +28,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import json
-import os
 from typing import Any
 
 import grain
@@ -39,6 +38,7 @@ from ee_jax.data.batch import make_batch
 from ee_jax.data.examples import check_objective, render_record, sources_for
 from ee_jax.records.schema import RecordError, validate
 from ee_jax.records.store import finished_shards, read_shard, shard_path
+from ee_jax.rundir import RunDir
 
 BATCH_FIELDS = ("tokens", "weights", "segment_ids", "positions", "source")
 STATE_VERSION = 1
@@ -117,7 +117,7 @@ def read_selected(sel: KindSelection, positions) -> list[dict]:
 
 
 def _data_dir(cfg: Config, data_dir: str | None) -> str:
-    return data_dir if data_dir is not None else os.path.join(cfg.run_dir, "data")
+    return data_dir if data_dir is not None else RunDir(cfg.run_dir).data
 
 
 def dataset_sizes(cfg: Config, objective: str, split: str = "train", data_dir: str | None = None) -> dict[str, int]:

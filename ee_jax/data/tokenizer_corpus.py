@@ -3,7 +3,7 @@
 :func:`corpus_lines` renders the store's records with the one state renderer (policy prompts, actions,
 world-model prompts and next observations, reflections), so the vocabulary fits exactly the text that
 the pipelines tokenize. :func:`ensure_tokenizer` loads ``tokenizer.path``, or the run's
-``tokenizer/spm.model`` (the file :func:`ee_jax.agent.policy.run_tokenizer` loads), training it first when
+``tokenizer/spm.model`` (the file :func:`ee_jax.agent.weights.run_tokenizer` loads), training it first when
 it does not exist yet.
 """
 
@@ -19,6 +19,7 @@ from ee_jax.parallel import host_barrier
 from ee_jax.records import prompts
 from ee_jax.records.schema import KINDS, State
 from ee_jax.records.store import iter_records
+from ee_jax.rundir import RunDir
 from ee_jax.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 
 # SentencePiece skips training sentences over 4192 bytes; longer texts are fed line by line instead.
@@ -68,10 +69,10 @@ def ensure_tokenizer(cfg: Config, data_dir: str | None = None, max_lines: int = 
 
     if cfg.tokenizer.path:
         return load_tokenizer(cfg.tokenizer)
-    folder = os.path.join(cfg.run_dir, "tokenizer")
-    path = os.path.join(folder, "spm.model")
+    run = RunDir(cfg.run_dir)
+    folder, path = run.tokenizer, run.tokenizer_model
     if not os.path.exists(path) and jax.process_index() == 0:
-        data_dir = os.path.join(cfg.run_dir, "data") if data_dir is None else data_dir
+        data_dir = run.data if data_dir is None else data_dir
         lines = corpus_lines(data_dir, cfg.prompt, max_lines)
         if not lines:
             raise FileNotFoundError(f"{data_dir}: no experience records to train the tokenizer on (and "

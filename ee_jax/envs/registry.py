@@ -12,11 +12,11 @@ import importlib
 from ee_jax.envs.base import Env, EnvError
 
 _REGISTRY: dict[str, str | type[Env]] = {
-    "coin": "ee_jax.envs.coin:CoinEnv",
-    "household": "ee_jax.envs.household:HouseholdEnv",
-    "shop": "ee_jax.envs.shop:ShopEnv",
-    "tools": "ee_jax.envs.tools:ToolsEnv",
-    "travel": "ee_jax.envs.travel:TravelEnv",
+    "coin": "ee_jax.envs.worlds.coin:CoinEnv",
+    "household": "ee_jax.envs.worlds.household.env:HouseholdEnv",
+    "shop": "ee_jax.envs.worlds.shop.env:ShopEnv",
+    "tools": "ee_jax.envs.worlds.tools.env:ToolsEnv",
+    "travel": "ee_jax.envs.worlds.travel.env:TravelEnv",
     "twx": "ee_jax.envs.adapters.twx:TextWorldExpressEnv",
     "scienceworld": "ee_jax.envs.adapters.scienceworld:ScienceWorldEnv",
     "textworld": "ee_jax.envs.adapters.textworld:TextWorldEnv",

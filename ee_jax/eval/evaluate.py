@@ -22,6 +22,7 @@ from ee_jax.envs.registry import env_class
 from ee_jax.eval.metrics import summarize_episodes
 from ee_jax.eval.world_model import world_model_metrics
 from ee_jax.files import atomic_write_text
+from ee_jax.rundir import RunDir
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -75,10 +76,11 @@ def evaluate_policy(policy, cfg: Config, *, stage: str, out_dir: str, splits: li
                     "splits": {}}
     for split in splits:
         episodes = run_episodes(policy, cfg, split, n_tasks=n_tasks, sampler=sampler, progress=progress)
-        rel = f"eval/{stage}/{split}.jsonl"
-        write_episodes(os.path.join(out_dir, rel), episodes)
+        path = RunDir(out_dir).episodes(stage, split)
+        rel = os.path.relpath(path, out_dir)  # eval/STAGE/SPLIT.jsonl: the run moves with its records
+        write_episodes(path, episodes)
         result["splits"][split] = {**summarize_episodes(episodes, cfg.eval.pass_k), "episodes_file": rel}
     result["world_model"] = world_model_metrics(policy, cfg)
     result["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    _atomic_write(os.path.join(out_dir, "eval", f"{stage}.json"), json.dumps(result, indent=2) + "\n")
+    _atomic_write(RunDir(out_dir).eval_record(stage), json.dumps(result, indent=2) + "\n")
     return result

@@ -14,7 +14,6 @@ teacher forcing, per transition:
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ from ee_jax.data.batch import BATCH_KEYS, batch_sharding
 from ee_jax.data.experience_dataset import dataset_sizes, experience_batches, to_train_batch
 from ee_jax.models.factory import apply_model
 from ee_jax.parallel.rules import use_mesh
+from ee_jax.rundir import RunDir
 
 
 def _row_sums(graphdef, params, batch):
@@ -62,7 +62,7 @@ def world_model_metrics(policy, cfg: Config, *, data_dir: str | None = None, spl
         "dropped_too_long"}``, or None when ``limit`` is 0 or the split has no transitions.
     """
     limit = cfg.eval.wm_transitions if limit is None else int(limit)
-    data_dir = data_dir if data_dir is not None else os.path.join(cfg.run_dir, "data")
+    data_dir = data_dir if data_dir is not None else RunDir(cfg.run_dir).data
     if limit <= 0 or dataset_sizes(cfg, "iwm", split, data_dir)["transition"] == 0:
         return None
     # one example per row: a transition's tokens are then exactly one row's weighted targets

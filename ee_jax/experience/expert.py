@@ -19,6 +19,7 @@ from ee_jax.envs.registry import make_env_from_config
 from ee_jax.records.schema import State, Step, make_record
 from ee_jax.records.store import chunk_units, run_sharded_stage
 from ee_jax.records.trajectories import read_trajectories
+from ee_jax.rundir import RunDir
 
 KIND = "expert_step"
 
@@ -113,7 +114,7 @@ def _expert_units(cfg: Config, env: Env) -> tuple[list[dict], dict, list[dict]]:
 
 def collect_expert(cfg: Config, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Collect expert steps into ``cfg.run_dir/data``; returns the manifest section."""
-    data_dir = os.path.join(cfg.run_dir, "data")
+    data_dir = RunDir(cfg.run_dir).data
     env = make_env_from_config(cfg.env)
     try:
         items, settings, skipped = _expert_units(cfg, env)

@@ -18,7 +18,6 @@ records. Randomness is seeded per (run seed, trajectory, step), so shards are re
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections import defaultdict
@@ -33,6 +32,7 @@ from ee_jax.experience.expert import KIND as EXPERT
 from ee_jax.records.prompts import parse_action
 from ee_jax.records.schema import State, make_record, record_state
 from ee_jax.records.store import read_shard, run_sharded_stage, shard_path, stage_input
+from ee_jax.rundir import RunDir
 from ee_jax.seeds import unit_seed
 
 KIND = "transition"
@@ -161,7 +161,7 @@ class _Timer:
 def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = True, policy=None) -> dict:
     """Branch K alternatives at every expert state of ``cfg.run_dir/data``; returns the manifest section."""
     x = cfg.experience.explore
-    data_dir = os.path.join(cfg.run_dir, "data")
+    data_dir = RunDir(cfg.run_dir).data
     expert, expert_shards = stage_input(data_dir, EXPERT, "ee-jax collect expert")
     uses_policy = x.strategy != "uniform"
     if uses_policy and policy is None:

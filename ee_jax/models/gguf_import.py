@@ -4,7 +4,7 @@
 it to its ``transformers`` name, undoes llama.cpp's layout changes, and writes ``config.json``,
 ``model.safetensors`` and the tokenizer rebuilt from the file's vocabulary
 (:mod:`ee_jax.tokenizer.gguf_vocab`). The directory is then an ordinary ``hf:DIR`` source: ``ee-jax
-train ... recipe.init=hf:DIR``, :func:`~ee_jax.models.hf_files.load_hf_params`, and
+train ... recipe.init=hf:DIR``, :func:`~ee_jax.models.hf_load.load_hf_params`, and
 ``transformers.AutoModelForCausalLM.from_pretrained(DIR)``.
 
 Architectures: ``llama`` (SmolLM2, TinyLlama, Llama 2/3 without RoPE scaling), ``qwen2`` and ``gemma3``.
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ee_jax.tokenizer.gguf_vocab import tokenizer_files
-from ee_jax.models.hf_files import check_out_dir, write_dir_atomically, write_safetensors
+from ee_jax.models.hf_export import check_out_dir, write_dir_atomically, write_safetensors
 
 __all__ = ["gguf_hf_config", "gguf_metadata", "gguf_state_dict", "import_gguf"]
 

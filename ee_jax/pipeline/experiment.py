@@ -24,15 +24,16 @@ import time
 
 import jax
 
-from ee_jax.agent.policy import has_checkpoint, load_policy
+from ee_jax.agent.policy import load_policy
 from ee_jax.config import Config, save_config
 from ee_jax.data.tokenizer_corpus import ensure_tokenizer
 from ee_jax.eval import evaluate_policy
 from ee_jax.experience.collect import run_stage
 from ee_jax.parallel import initialize_distributed
-from ee_jax.pipeline.timings import TIMINGS_FILE, append_timing, total_timings
+from ee_jax.pipeline.timings import append_timing, total_timings
 from ee_jax.report import build_report
 from ee_jax.rl.trainer import train_rl
+from ee_jax.rundir import RunDir
 from ee_jax.runinfo import run_info
 from ee_jax.runtime import release_memory, reset_peak_memory, resident_memory_gb
 from ee_jax.train.recipes import train_method
@@ -45,13 +46,15 @@ def _link(target: str, link: str) -> None:
 
 def seed_config(cfg: Config, seed: int) -> Config:
     """The run directory of one training seed: ``RUN/seeds/S``, sharing the data and tokenizer."""
-    scfg = dataclasses.replace(cfg, run_dir=os.path.join(cfg.run_dir, "seeds", str(seed)), seed=seed)
+    run = RunDir(cfg.run_dir)
+    srun = run.seed(seed)
+    scfg = dataclasses.replace(cfg, run_dir=srun.root, seed=seed)
     if jax.process_index() == 0:
-        os.makedirs(scfg.run_dir, exist_ok=True)
-        _link(os.path.join(cfg.run_dir, "data"), os.path.join(scfg.run_dir, "data"))
+        os.makedirs(srun.root, exist_ok=True)
+        _link(run.data, srun.data)
         if not cfg.tokenizer.path:
-            _link(os.path.join(cfg.run_dir, "tokenizer"), os.path.join(scfg.run_dir, "tokenizer"))
-        save_config(scfg, os.path.join(scfg.run_dir, "config.yaml"), extra=run_info(seed))
+            _link(run.tokenizer, srun.tokenizer)
+        save_config(scfg, srun.config, extra=run_info(seed))
     return scfg
 
 
@@ -69,8 +72,8 @@ def _eval_is_current(path: str, policy, cfg: Config) -> bool:
 
 def _evaluable(cfg: Config, method: str, policy_stage: str) -> bool:
     """Whether a trained method can be (or was) evaluated: its checkpoint is there, or its evaluation is."""
-    return (_eval_is_current(os.path.join(cfg.run_dir, "eval", f"{method}.json"), None, cfg)
-            or has_checkpoint(cfg.run_dir, policy_stage))
+    run = RunDir(cfg.run_dir)
+    return _eval_is_current(run.eval_record(method), None, cfg) or run.has_checkpoint(policy_stage)
 
 
 def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool = False,
@@ -81,8 +84,9 @@ def evaluate_method(cfg: Config, method: str, policy_stage: str, *, force: bool 
     A finished method whose checkpoints were removed (disk clean-up after a sweep point, or results
     copied to a fresh machine without them) keeps its evaluation when the eval settings are unchanged:
     there is nothing to re-evaluate, and its training record says it is done."""
-    path = os.path.join(cfg.run_dir, "eval", f"{method}.json")
-    if not force and _eval_is_current(path, None, cfg) and not has_checkpoint(cfg.run_dir, policy_stage):
+    run = RunDir(cfg.run_dir)
+    path = run.eval_record(method)
+    if not force and _eval_is_current(path, None, cfg) and not run.has_checkpoint(policy_stage):
         print(f"{cfg.run_dir}: {method}'s checkpoint ({policy_stage}) is gone; keeping its evaluation {path}",
               file=sys.stderr, flush=True)
         with open(path, encoding="utf-8") as f:
@@ -121,12 +125,13 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
     initialize_distributed(cfg.distributed)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    run = RunDir(cfg.run_dir)
     if jax.process_index() == 0:
-        os.makedirs(cfg.run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
+        os.makedirs(run.root, exist_ok=True)
+        save_config(cfg, run.config, extra=run_info(cfg.seed))
 
     memory: dict[str, dict[str, float]] = {}  # per stage: peak resident GB, and after release_memory
-    ledger = os.path.join(cfg.run_dir, TIMINGS_FILE)
+    ledger = run.timings
 
     def timed(name: str, fn, *a, seed: int | None = None, **kw):
         start = time.perf_counter()
@@ -146,7 +151,7 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
         memory[name] = {"peak_gb": round(peak, 2), "after_gb": round(release_memory(), 2)}
         return out
 
-    data_dir = os.path.join(cfg.run_dir, "data")
+    data_dir = run.data
     # A scratch tokenizer is trained from the records that exist when a model first needs one: after
     # all collection, unless exploration or reflection run the policy (then after the expert data).
     # The same as `ee-jax collect all` followed by `ee-jax train`.
@@ -169,7 +174,7 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
             if record.get("stopped_at") is not None:  # time-boxed (train.stop_after_steps): resume by re-running
                 return {"run_dir": cfg.run_dir, "seconds": time.perf_counter() - t0, "timings": timings,
                         "stopped": {"seed": seed, **record}, "results": results,
-                        "report": os.path.join(cfg.run_dir, "report.md"), "table": None}
+                        "report": run.report_md, "table": None}
             ev = timed(f"eval_{method}", evaluate_method, scfg, method, record["policy_stage"],
                        force=not record.get("skipped"), progress=progress, seed=seed)
             results[f"{seed}/{method}"] = _result_row(record, ev)
@@ -185,8 +190,6 @@ def run_experiment(cfg: Config, *, overwrite: bool = False, progress: bool = Tru
                "timings_total": total_timings(ledger), "memory": memory,
                "collected": {s: sec.get("records") for s, sec in collected.items()},
                "results": results,
-               "report": os.path.join(cfg.run_dir, "report.md")}
-    if jax.process_index() == 0:
-        with open(os.path.join(cfg.run_dir, "run_summary.json"), "w", encoding="utf-8") as f:
-            json.dump({**summary, "report_json": os.path.join(cfg.run_dir, "report.json")}, f, indent=1)
+               "report": run.report_md}
+    run.write_json(run.summary, {**summary, "report_json": run.report_json})
     return {**summary, "table": report.get("table") if isinstance(report, dict) else None}

@@ -19,6 +19,7 @@ from ee_jax.data import lm_batches, pack_windows, read_corpus, synthetic_corpus
 from ee_jax.models.factory import abstract_model
 from ee_jax.models.sampler import Sampler
 from ee_jax.parallel import host_barrier, initialize_distributed, make_mesh
+from ee_jax.rundir import RunDir
 from ee_jax.runinfo import run_info
 from ee_jax.tokenizer import SentencePieceTokenizer, train_sentencepiece
 from ee_jax.train import abstract_state, fit, make_batch, make_optimizer
@@ -34,7 +35,7 @@ def prepare_tokenizer(cfg: Config, lines: list[str]) -> SentencePieceTokenizer:
     """Load ``run_dir/tokenizer/spm.model`` or ``tokenizer.path``; train it from ``lines`` if absent."""
     if cfg.tokenizer.path:
         return SentencePieceTokenizer(cfg.tokenizer.path)
-    path = os.path.join(cfg.run_dir, "tokenizer", "spm.model")
+    path = RunDir(cfg.run_dir).tokenizer_model
     if not os.path.exists(path) and jax.process_index() == 0:
         train_sentencepiece(lines, path[: -len(".model")], cfg.tokenizer.vocab_size, seed=cfg.seed)
     # every process, every call (whether the file existed differs between hosts; see ensure_tokenizer)
@@ -60,7 +61,7 @@ def run_lm(cfg: Config, *, prompts=DEFAULT_PROMPTS, progress: bool = True) -> di
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
     mesh = make_mesh(cfg)
     if jax.process_index() == 0:
-        save_config(cfg, os.path.join(cfg.run_dir, "config.yaml"), extra=run_info(cfg.seed))
+        save_config(cfg, RunDir(cfg.run_dir).config, extra=run_info(cfg.seed))
 
     train_lines, valid_lines = _split(lines, cfg.data.valid_fraction, cfg.seed)
     seq, bsz = cfg.train.seq_len, cfg.train.batch_size
@@ -94,15 +95,15 @@ def run_lm(cfg: Config, *, prompts=DEFAULT_PROMPTS, progress: bool = True) -> di
 
 def load_lm(run_dir: str, overrides: list[str] | None = None):
     """``(cfg, graphdef, params, tokenizer, mesh)`` from a finished or interrupted ``ee-jax lm`` run."""
-    path = os.path.join(run_dir, "config.yaml")
+    path = RunDir(run_dir).config
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir!r} has no config.yaml: not an ee-jax lm run directory")
     cfg = load_config(path, overrides)
-    tok = SentencePieceTokenizer(cfg.tokenizer.path or os.path.join(run_dir, "tokenizer", "spm.model"))
+    tok = SentencePieceTokenizer(cfg.tokenizer.path or RunDir(run_dir).tokenizer_model)
     mesh = make_mesh(cfg)
     graphdef, abs_params = abstract_model(cfg.model, mesh)
     target = abstract_state(make_optimizer(cfg.optimizer, cfg.train.steps), abs_params, mesh)
-    with Checkpointer(os.path.join(run_dir, "ckpt", "lm"), async_save=False) as ckpt:
+    with Checkpointer(RunDir(run_dir).ckpt("lm"), async_save=False) as ckpt:
         restored, _ = ckpt.restore(None, target=target.as_dict())
     return cfg, graphdef, restored["params"], tok, mesh
 

@@ -10,8 +10,6 @@ import json
 import os
 import time
 
-TIMINGS_FILE = "timings.jsonl"
-
 
 def append_timing(path: str, stage: str, seconds: float, *, seed: int | None = None,
                   interrupted: bool = False, skipped: bool = False) -> None:

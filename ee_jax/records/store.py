@@ -26,6 +26,7 @@ from typing import Any
 from ee_jax.files import atomic_write_text, fsync_dir
 from ee_jax.parallel import host_barrier
 from ee_jax.records.schema import RecordError, validate
+from ee_jax.rundir import StageMismatchError
 
 MANIFEST = "manifest.json"
 
@@ -140,10 +141,6 @@ def stage_input(data_dir: str, kind: str, command: str) -> tuple[dict, dict[int,
     if not section or not shards:
         raise FileNotFoundError(f"{data_dir}: no {kind} records; run `{command}` first")
     return section, shards
-
-
-class StageMismatchError(ValueError):
-    """Finished shards in the run were written with different settings than this run asks for."""
 
 
 def chunk_units(units: Sequence[Any], per_shard: int, key: Callable[[Any], Any] | None = None) -> list[list]:

@@ -11,7 +11,6 @@ that is the final step), and the run's key settings, with every privileged one n
 
 from __future__ import annotations
 
-import os
 import statistics
 
 from ee_jax.config import ModelConfig, RopeScalingConfig
@@ -19,6 +18,7 @@ from ee_jax.experience.reflect.generators import PRIVILEGED_GENERATORS
 from ee_jax.models.accounting import param_count
 from ee_jax.records.store import load_manifest
 from ee_jax.report.stats import paired_difference, success_interval
+from ee_jax.rundir import RunDir
 
 BASELINE = "il"
 WM_KEYS = ("token_accuracy", "exact_match", "loss")
@@ -142,7 +142,7 @@ def _param_count(cfg: dict) -> int | None:
 
 def _expert_trajectories(run_dir: str, cfg: dict) -> dict:
     """Expert trajectories per split: the data manifest's counts when collected, else the config's."""
-    section = load_manifest(os.path.join(run_dir, "data")).get("expert_step", {})
+    section = load_manifest(RunDir(run_dir).data).get("expert_step", {})
     if section:
         return {"source": "data/manifest.json", "trajectories": section.get("units"),
                 "steps_by_split": section.get("by_split", {})}

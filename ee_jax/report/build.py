@@ -11,6 +11,7 @@ from ee_jax.report.aggregate import aggregate
 from ee_jax.report.markdown import render_markdown, success_table
 from ee_jax.report.plots import learning_curves_plot, rl_curves_plot, success_plot, world_model_plot
 from ee_jax.report.results import collect_results
+from ee_jax.rundir import RunDir
 
 
 def build_report(run_dir: str, *, title: str | None = None) -> dict:
@@ -41,9 +42,9 @@ def build_report(run_dir: str, *, title: str | None = None) -> dict:
     plots = []
     for name, png in figures.items():
         if png is not None:
-            atomic_write(os.path.join(run_dir, "plots", name), png)
+            atomic_write(RunDir(run_dir).plot(name), png)
             plots.append(name)
     report["plots"] = plots
-    atomic_write(os.path.join(run_dir, "report.json"), json.dumps(report, indent=1) + "\n")
-    atomic_write(os.path.join(run_dir, "report.md"), render_markdown(report, plots))
+    atomic_write(RunDir(run_dir).report_json, json.dumps(report, indent=1) + "\n")
+    atomic_write(RunDir(run_dir).report_md, render_markdown(report, plots))
     return report

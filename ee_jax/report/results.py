@@ -23,6 +23,7 @@ import math
 import os
 
 from ee_jax.eval.metrics import summarize_episodes
+from ee_jax.rundir import RunDir
 
 METHOD_ORDER = ("il", "il_matched", "iwm", "sr")
 # Numbers recomputed from the episodes are compared with the summary to this absolute tolerance:
@@ -122,7 +123,7 @@ def check_eval(path: str, seed_dir: str) -> dict:
     for split, summary in splits.items():
         if not isinstance(summary, dict):
             raise ReportError(f"{path}: splits.{split} is not an object")
-        rel = summary.get("episodes_file") or os.path.join("eval", method, f"{split}.jsonl")
+        rel = summary.get("episodes_file") or os.path.relpath(RunDir(seed_dir).episodes(method, split), seed_dir)
         got = check_split(summary, os.path.join(seed_dir, rel), path, split)
         out["splits"][split] = {**got, "episodes_file": rel}
     return out
@@ -131,7 +132,7 @@ def check_eval(path: str, seed_dir: str) -> dict:
 def seed_dirs(run_dir: str) -> dict[int, str]:
     """``{seed: directory}``: ``RUN/seeds/S`` for each integer S, or the run itself when it has no
     ``seeds/`` (its seed from an eval summary, else its config, else 0)."""
-    root = os.path.join(run_dir, "seeds")
+    root = RunDir(run_dir).seeds_dir
     if os.path.isdir(root):
         out = {int(name): os.path.join(root, name) for name in os.listdir(root)
                if name.lstrip("-").isdigit() and os.path.isdir(os.path.join(root, name))}
@@ -141,7 +142,7 @@ def seed_dirs(run_dir: str) -> dict[int, str]:
 
 
 def _own_seed(run_dir: str) -> int:
-    eval_dir = os.path.join(run_dir, "eval")
+    eval_dir = RunDir(run_dir).eval_dir
     if os.path.isdir(eval_dir):
         for name in sorted(os.listdir(eval_dir)):
             if name.endswith(".json"):
@@ -157,7 +158,7 @@ def read_config(run_dir: str) -> dict:
     report can still be written for a run made by an older version."""
     import yaml
 
-    path = os.path.join(run_dir, "config.yaml")
+    path = RunDir(run_dir).config
     if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as f:
@@ -177,7 +178,7 @@ def read_metric_series(seed_dir: str) -> dict[str, list[list[float]]]:
     record per (key, step) wins. A final line cut short by a crash is skipped; a bad line elsewhere
     is an error naming the file and line.
     """
-    path = os.path.join(seed_dir, "metrics.jsonl")
+    path = RunDir(seed_dir).metrics
     if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as f:
@@ -228,13 +229,13 @@ def collect_results(run_dir: str) -> dict:
     metrics: dict[str, dict] = {}
     splits: list[str] = []
     for seed, sdir in seeds.items():
-        eval_dir = os.path.join(sdir, "eval")
+        eval_dir = RunDir(sdir).eval_dir
         for name in sorted(os.listdir(eval_dir)) if os.path.isdir(eval_dir) else []:
             if name.endswith(".json"):
                 ev = check_eval(os.path.join(eval_dir, name), sdir)
                 evals.setdefault(name[:-5], {})[str(seed)] = ev
                 splits += [s for s in ev["splits"] if s not in splits]
-        train_dir = os.path.join(sdir, "train")
+        train_dir = RunDir(sdir).train_dir
         for name in sorted(os.listdir(train_dir)) if os.path.isdir(train_dir) else []:
             if name.endswith(".json"):
                 training.setdefault(name[:-5], {})[str(seed)] = _read_json(os.path.join(train_dir, name))

@@ -21,11 +21,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from ee_jax.agent.policy import Policy
 from ee_jax.agent.weights import initial_params, pretrained_spec
-from ee_jax.checkpoint import Checkpointer, selection
 from ee_jax.config import Config, config_to_dict
 from ee_jax.data.tokenizer_corpus import ensure_tokenizer
 from ee_jax.envs.registry import make_env_from_config
@@ -49,11 +47,12 @@ from ee_jax.rl.step import (
     make_policy_grads,
     make_value_fn,
 )
+from ee_jax.rundir import RunDir
 from ee_jax.seeds import unit_seed
 from ee_jax.train import make_optimizer
-from ee_jax.train.guard import NonFiniteLossError, StopSignals, TrainingInterrupted
-from ee_jax.train.metrics import MetricsWriter
-from ee_jax.train.recipes import check_settings, episode_evaluator, write_json
+from ee_jax.train.guard import NonFiniteLossError
+from ee_jax.train.recipes import check_settings, episode_evaluator
+from ee_jax.train.runner import Deferred, Periodic, Schedule, StageRunner
 from ee_jax.train.state import TrainState, create_train_state, state_shardings
 
 
@@ -204,24 +203,43 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
     done = check_settings(cfg, stage, settings, overwrite, stages=(stage,))
     if done is not None:
         return {**done, "skipped": True}
-    data_dir = os.path.join(cfg.run_dir, "data")
+    run = RunDir(cfg.run_dir)
+    data_dir = run.data
     tok = ensure_tokenizer(cfg, data_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
     mesh = make_mesh(cfg, steps=("rl",))
-    ckpt_dir = os.path.join(cfg.run_dir, "ckpt", stage)
-    ckpt = Checkpointer(ckpt_dir, keep=cfg.train.keep_checkpoints, async_save=False,
-                        keep_best=cfg.recipe.select == "best")
-    resumed_from = ckpt.latest_step()
+    runner = StageRunner(run_dir=cfg.run_dir, ckpt_dir=run.ckpt(stage), stage=stage,
+                         total=r.steps, stop_after=cfg.train.stop_after_steps, select=cfg.recipe.select,
+                         select_metric="success", checkpoint_every=r.checkpoint_every, save_scored=True,
+                         keep=cfg.train.keep_checkpoints, save_history=True, progress=progress, desc=f"rl {stage}")
+    with runner:
+        reached, models, source = _run_rl(cfg, runner, mesh, tok, init, data_dir)
+        chosen = runner.finish(reached)
+    if chosen is None:  # a time-boxed invocation (train.stop_after_steps): resume later
+        return {"method": stage, "policy_stage": stage, "stopped_at": reached, "steps": r.steps,
+                "history": runner.history}
+    record = {"method": stage, "policy_stage": stage, "algorithm": r.algorithm, "init": init,
+              "init_source": source, "stages": [{"stage": stage, "objective": r.algorithm, "steps": r.steps,
+                                                 "init": init, "resumed_from": runner.resumed_from,
+                                                 "selected_step": chosen["step"], "selection": chosen}],
+              "updates": r.steps, "seed": cfg.seed, "history": runner.history}
+    run.write_json(run.train_record(stage), record)
+    return record
+
+
+def _run_rl(cfg: Config, runner: StageRunner, mesh, tok, init: str, data_dir: str):
+    """Build (or restore) the models, then run the stage's steps: ``(step reached, models, init source)``."""
+    r, stage = cfg.rl, runner.stage
+    resumed_from = runner.resumed_from
     params, source = (None, "resume") if resumed_from is not None else initial_params(
         cfg, mesh, pretrained_spec(cfg) if init == "init" else init)
     models = _Models(cfg, mesh, params)
-    evaluations: list[dict] = []
-    history: list[dict] = []
     if resumed_from is not None:
-        restored, meta = ckpt.restore(resumed_from, target=models.abstract())
+        restored, meta = runner.restore(models.abstract())
         models.load(restored)
-        evaluations, source = list(meta.get("evaluations", [])), meta.get("init_source", source)
-        history[:] = [h for h in meta.get("history", []) if h["step"] <= resumed_from]
+        source = meta.get("init_source", source)
+        runner.history[:] = [h for h in meta.get("history", []) if h["step"] <= resumed_from]
+    runner.meta = {"stage": stage, "algorithm": r.algorithm, "init": init, "init_source": source, "seed": cfg.seed}
     policy = Policy(cfg, models.graphdef, models.state.params, tok, mesh, source=f"rl:{stage}")
     sampler = policy.sampler()
     env = make_env_from_config(with_turn_limit(cfg))
@@ -231,60 +249,25 @@ def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, 
         env.close()
     # a branch needs the forced action plus at least one policy turn within the episode's step limit
     anchors = branch_anchors(data_dir, max_prefix=turn_limit - 2) if r.step_groups.enabled else []
-    evaluate_fn = episode_evaluator(cfg, models.graphdef, tok, mesh) if r.eval_every and cfg.recipe.valid_tasks \
-        else None
     seq_len = rl_seq_len(cfg)
-    writer = MetricsWriter(cfg.run_dir)
-    meta = {"stage": stage, "algorithm": r.algorithm, "init": init, "init_source": source, "seed": cfg.seed}
-    start = resumed_from or 0
-    bar = tqdm(total=r.steps, initial=start, desc=f"rl {stage}", disable=not progress or jax.process_index())
 
-    def save(step: int, score=None) -> None:
-        ckpt.save(step, models.as_dict(), metadata={**meta, "step": step, "evaluations": evaluations,
-                                                    "history": history},
-                  score=score, force=True)
+    def step(i: int) -> Deferred:
+        return Deferred(_rl_step(cfg, models, policy, sampler, tasks, anchors, i, seq_len))
 
-    try:
-        with StopSignals() as stop:
-            end = min(r.steps, start + cfg.train.stop_after_steps) if cfg.train.stop_after_steps else r.steps
-            for step in range(start, end):
-                if stop.signum is not None:
-                    if step != resumed_from:
-                        save(step)
-                    raise TrainingInterrupted(stage, step, stop.signum, ckpt_dir)
-                m = _rl_step(cfg, models, policy, sampler, tasks, anchors, step, seq_len)
-                done_steps = step + 1
-                score = None
-                if evaluate_fn is not None and (done_steps % r.eval_every == 0 or done_steps == r.steps):
-                    ev = evaluate_fn(models.state.params, done_steps)
-                    score = selection.score(ev, "success")
-                    evaluations.append({"step": done_steps, **ev, "score": score})
-                    writer.write(done_steps, ev, prefix=f"{stage}/valid/")
-                writer.write(done_steps, m, prefix=f"{stage}/rl/")
-                history.append({"step": done_steps, **m})
-                bar.update(1)
-                bar.set_postfix(success=f"{m['success']:.2f}", reward=f"{m['reward']:.2f}", kl=f"{m['kl']:.3f}")
-                if done_steps % r.checkpoint_every == 0 or done_steps == r.steps or score is not None:
-                    save(done_steps, score)
-        ckpt.wait()
-        if end < r.steps:  # a time-boxed invocation (train.stop_after_steps): resume later
-            if end not in ckpt.all_steps():
-                save(end)
-            return {"method": stage, "policy_stage": stage, "stopped_at": end, "steps": r.steps, "history": history}
-        chosen = selection.choose(evaluations, r.steps, cfg.recipe.select, "success")
-        if jax.process_index() == 0:
-            selection.write_selection(ckpt_dir, chosen)
-    finally:
-        bar.close()
-        ckpt.close()
-        writer.close()
-    record = {"method": stage, "policy_stage": stage, "algorithm": r.algorithm, "init": init,
-              "init_source": source, "stages": [{"stage": stage, "objective": r.algorithm, "steps": r.steps,
-                                                 "init": init, "resumed_from": resumed_from,
-                                                 "selected_step": chosen["step"], "selection": chosen}],
-              "updates": r.steps, "seed": cfg.seed, "history": history}
-    write_json(os.path.join(cfg.run_dir, "train", f"{stage}.json"), record)
-    return record
+    def log(done: int) -> None:
+        m = runner.metrics()
+        runner.writer.write(done, m, prefix=f"{stage}/rl/")
+        runner.history.append({"step": done, **m})
+        runner.bar.set_postfix(success=f"{m['success']:.2f}", reward=f"{m['reward']:.2f}", kl=f"{m['kl']:.3f}")
+
+    actions = []
+    if r.eval_every and cfg.recipe.valid_tasks:
+        evaluate_fn = episode_evaluator(cfg, models.graphdef, tok, mesh)
+        actions.append(Periodic(Schedule(every=r.eval_every, at_last=True),
+                                lambda done: runner.evaluated(done, evaluate_fn(models.state.params, done))))
+    actions.append(Periodic(Schedule(every=1), log))
+    reached = runner.run(resumed_from or 0, step, models.as_dict, actions)
+    return reached, models, source
 
 
 def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step: int,

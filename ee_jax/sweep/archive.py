@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from ee_jax.rundir import RunDir
 from ee_jax.sweep.spec import SweepConfig, sweep_points
 
 LEFT_OUT = ("ckpt", "tb")
@@ -39,7 +40,7 @@ def export_results(sweep: SweepConfig, out_dir: str) -> dict:
     os.makedirs(tmp)
     points, all_points = [], sweep_points(sweep)
     for point in all_points:
-        if not os.path.exists(os.path.join(point.run_dir, "config.yaml")):
+        if not os.path.exists(RunDir(point.run_dir).config):
             continue  # never started
         rel = os.path.relpath(point.run_dir, sweep.run_dir)
         # symlinks=True: the seed directories' relative links to the shared data stay links (dangling
@@ -47,7 +48,7 @@ def export_results(sweep: SweepConfig, out_dir: str) -> dict:
         shutil.copytree(point.run_dir, os.path.join(tmp, rel), symlinks=True,
                         ignore=shutil.ignore_patterns(*LEFT_OUT))
         points.append({"name": point.name, "path": rel,
-                       "finished": os.path.exists(os.path.join(point.run_dir, "report.json"))})
+                       "finished": os.path.exists(RunDir(point.run_dir).report_json)})
     for fraction in sorted({p.fraction for p in all_points}):  # the sizes' shared collection
         for name in ("data", "tokenizer"):
             src = os.path.join(sweep.run_dir, f"f{fraction:g}", name)

@@ -19,10 +19,12 @@ import time
 from ee_jax.config import Config, load_config
 from ee_jax.files import atomic_write_text as atomic_write
 from ee_jax.pipeline.experiment import run_experiment
-from ee_jax.pipeline.timings import TIMINGS_FILE, read_timings
+from ee_jax.pipeline.timings import read_timings
 from ee_jax.report.aggregate import privileged_settings
 from ee_jax.report.results import read_config
+from ee_jax.rundir import RunDir
 from ee_jax.sweep.data_efficiency import data_efficiency
+from ee_jax.sweep.planning import size_figures
 from ee_jax.sweep.report import write_scaling_report
 from ee_jax.sweep.scaling import efficiency, point_rows, summarize
 from ee_jax.sweep.spec import SweepConfig, SweepPoint, sweep_points, sweep_to_dict
@@ -102,8 +104,6 @@ def run_sweep(sweep: SweepConfig, *, progress: bool = True, overwrite: bool = Fa
         # machine (points run one after another), kept once measured.
         planning = status.setdefault("planning", {})
         if sweep.planning and point.size not in planning and point.fraction == points[0].fraction:
-            from ee_jax.sweep.planning import size_figures
-
             planning[point.size] = size_figures(cfg)
         atomic_write(status_path, json.dumps(status, indent=1) + "\n")
     return build_scaling_report(sweep)
@@ -113,15 +113,15 @@ def build_scaling_report(sweep: SweepConfig) -> dict:
     """Aggregate the points' reports (and planning figures, when measured) into the scaling report."""
     rows, missing = [], []
     for point in sweep_points(sweep):
-        path = os.path.join(point.run_dir, "report.json")
+        path = RunDir(point.run_dir).report_json
         if not os.path.exists(path):
             missing.append(point.name)
             continue
         with open(path, encoding="utf-8") as f:
             report = json.load(f)
         rows += point_rows({"fraction": point.fraction, "size": point.size}, report,
-                           recorded_config(os.path.join(point.run_dir, "config.yaml")),
-                           read_timings(os.path.join(point.run_dir, TIMINGS_FILE)))
+                           recorded_config(RunDir(point.run_dir).config),
+                           read_timings(RunDir(point.run_dir).timings))
     if missing and not rows:
         raise FileNotFoundError(f"no point of the sweep in {sweep.run_dir} has a report yet (missing: "
                                 f"{', '.join(missing)}); run `ee-jax sweep` first")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ee_jax.config import ConfigError, raw_config
+from ee_jax.config import ConfigError, ExperienceConfig, raw_config
 from ee_jax.config.presets import PRESETS
 
 
@@ -101,8 +101,6 @@ def sweep_points(s: SweepConfig) -> list[SweepPoint]:
     """Every point in run order: fractions outer (each collects its data once), sizes small to large."""
     base_train = raw_config(s.base, s.overrides).get("experience", {}).get("tasks", {}).get("train")
     if base_train is None:
-        from ee_jax.config import ExperienceConfig
-
         base_train = ExperienceConfig().tasks["train"]
     points = []
     for fraction in s.data_fractions:

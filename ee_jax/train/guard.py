@@ -17,6 +17,8 @@ import threading
 
 import numpy as np
 
+from ee_jax.rundir import RunDir
+
 
 class TrainingInterrupted(Exception):
     """Training stopped on a signal after checkpointing; ``exit_code`` is the shell's 128 + signal."""
@@ -68,7 +70,7 @@ class StopSignals:
 def describe_bad_batch(run_dir: str, stage: str, step: int, loss: float, batch: dict, data_state,
                        last_good: int | None, ckpt_dir: str) -> NonFiniteLossError:
     """Save the batch that produced a non-finite loss and build the error describing it."""
-    debug = os.path.join(run_dir, "debug")
+    debug = RunDir(run_dir).debug
     os.makedirs(debug, exist_ok=True)
     base = os.path.join(debug, f"nonfinite-{stage}-step{step}")
     np.savez(base + ".npz", **{k: np.asarray(v) for k, v in batch.items()})

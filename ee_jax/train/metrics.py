@@ -15,6 +15,8 @@ import time
 import jax
 import jax.numpy as jnp
 
+from ee_jax.rundir import RunDir
+
 # Dense bf16 peak FLOP/s per chip from vendor datasheets (no sparsity).
 DATASHEET_PEAK = {
     "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12,
@@ -53,7 +55,7 @@ class MetricsWriter:
 
     def __init__(self, run_dir: str, *, tensorboard: bool = True):
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.path = RunDir(run_dir).metrics
         self._tb = None
         if self.enabled:
             os.makedirs(run_dir, exist_ok=True)
@@ -61,7 +63,7 @@ class MetricsWriter:
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(run_dir, "tb"))
+                self._tb = SummaryWriter(RunDir(run_dir).tensorboard)
 
     def write(self, step: int, metrics: dict, prefix: str = "") -> None:
         if not self.enabled:
@@ -90,7 +92,7 @@ def _scalar(v):
 
 def read_metrics(run_dir: str) -> list[dict]:
     """All records of a run's ``metrics.jsonl`` (for tests, reports and plots)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
+    path = RunDir(run_dir).metrics
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:

@@ -13,10 +13,8 @@ whose settings match is skipped, a mismatch is refused naming the keys (``overwr
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import shutil
 
 import jax
 
@@ -27,9 +25,10 @@ from ee_jax.config import Config, config_to_dict
 from ee_jax.data.examples import sources_for
 from ee_jax.data.experience_dataset import dataset_sizes, experience_batches, to_train_batch
 from ee_jax.data.tokenizer_corpus import ensure_tokenizer
-from ee_jax.files import atomic_write_text
+from ee_jax.models.factory import abstract_model
 from ee_jax.parallel import make_mesh
-from ee_jax.records.store import StageMismatchError, load_manifest
+from ee_jax.records.store import load_manifest
+from ee_jax.rundir import RunDir
 from ee_jax.train.budget import BUDGET_OBJECTIVES, METHOD_STAGES, STAGE_OBJECTIVE, StagePlan, plan_method
 from ee_jax.train.trainer import fit
 
@@ -52,53 +51,14 @@ def method_settings(cfg: Config, method: str, data_dir: str) -> dict:
     }
 
 
-def _diff(old: dict, new: dict, defaults: dict | None = None, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ. A key missing from ``old`` whose new value is its default in
-    ``defaults`` is no change: the setting was added to ee_jax after ``old`` was recorded."""
-    keys = []
-    defaults = defaults or {}
-    for k in sorted(set(old) | set(new)):
-        d = defaults.get(k)
-        if isinstance(old.get(k), dict) and isinstance(new.get(k), dict):
-            keys += _diff(old[k], new[k], d if isinstance(d, dict) else None, f"{prefix}{k}.")
-        elif k not in old and k in defaults and new.get(k) == d:
-            continue
-        elif old.get(k) != new.get(k):
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
-def write_json(path: str, obj: dict) -> None:
-    if jax.process_index() == 0:
-        atomic_write_text(path, json.dumps(obj, indent=1))
-
-
 def check_settings(cfg: Config, method: str, settings: dict, overwrite: bool,
-                    stages: tuple[str, ...] | None = None) -> dict | None:
+                   stages: tuple[str, ...] | None = None) -> dict | None:
     """The finished record when ``method`` is done with these settings; None to (re)start or resume.
 
     ``stages``: the checkpoint stages ``overwrite`` clears (default: the method's)."""
-    path = os.path.join(cfg.run_dir, "train", f"{method}.settings.json")
-    record = os.path.join(cfg.run_dir, "train", f"{method}.json")
-    if os.path.exists(path) and not overwrite:
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
-        diff = _diff(old, settings, config_to_dict(Config()))
-        if diff:
-            raise StageMismatchError(
-                f"{cfg.run_dir}: method {method!r} was trained with different settings ({', '.join(diff[:8])}); "
-                f"pass --overwrite (overwrite=True) to retrain it, or use another run_dir")
-        if os.path.exists(record):
-            with open(record, encoding="utf-8") as f:
-                return json.load(f)
-    if overwrite and jax.process_index() == 0:
-        for stage in stages or METHOD_STAGES[method]:
-            shutil.rmtree(os.path.join(cfg.run_dir, "ckpt", stage), ignore_errors=True)
-        for p in (path, record):
-            if os.path.exists(p):
-                os.remove(p)
-    write_json(path, settings)
-    return None
+    return RunDir(cfg.run_dir).check_stage_settings(method, settings, overwrite=overwrite,
+                                                    clears=stages or METHOD_STAGES[method],
+                                                    defaults=config_to_dict(Config()))
 
 
 def _valid_loss_batches(cfg: Config, objective: str, tokenizer, data_dir: str):
@@ -138,15 +98,13 @@ def selection_eval_steps(steps: int, n: int) -> set[int] | None:
 def train_stage(cfg: Config, plan: StagePlan, tokenizer, mesh, data_dir: str, *, progress: bool = True):
     """Run (or resume) one stage; returns its :class:`~ee_jax.train.trainer.FitResult`."""
     scfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=plan.steps))
-    ckpt_dir = os.path.join(cfg.run_dir, "ckpt", plan.stage)
+    ckpt_dir = RunDir(cfg.run_dir).ckpt(plan.stage)
     params, source = (None, "resume") if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir) else \
         initial_params(scfg, mesh, plan.init)
     batches = experience_batches(scfg, plan.objective, tokenizer, data_dir=data_dir, split="train")
     select = "last" if plan.stage == "iwm_wm" else cfg.recipe.select
     evaluate_fn = None
     if cfg.recipe.select_metric == "success" and plan.stage != "iwm_wm" and cfg.recipe.valid_tasks:
-        from ee_jax.models.factory import abstract_model
-
         evaluate_fn = episode_evaluator(scfg, abstract_model(cfg.model, mesh)[0], tokenizer, mesh)
     meta = {"objective": plan.objective, "init": plan.init, "init_source": source, "seed": cfg.seed,
             "steps_per_epoch": plan.steps_per_epoch}
@@ -163,7 +121,8 @@ def train_stage(cfg: Config, plan: StagePlan, tokenizer, mesh, data_dir: str, *,
 def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overwrite: bool = False,
                  progress: bool = True) -> dict:
     """Train ``method`` (``il`` | ``iwm`` | ``sr``) in ``cfg.run_dir``; returns ``train/METHOD.json``."""
-    data_dir = data_dir or os.path.join(cfg.run_dir, "data")
+    run = RunDir(cfg.run_dir)
+    data_dir = data_dir or run.data
     settings = method_settings(cfg, method, data_dir)
     done = check_settings(cfg, method, settings, overwrite)
     if done is not None:
@@ -175,8 +134,6 @@ def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overw
     for plan in plan_method(cfg, method, tok, data_dir):
         result = train_stage(cfg, plan, tok, mesh, data_dir, progress=progress)
         if result.selection is None:  # train.stop_after_steps ended this invocation: run again to resume
-            import jax
-
             return {"method": method, "policy_stage": METHOD_STAGES[method][-1], "stage": plan.stage,
                     "stopped_at": int(jax.device_get(result.state.step)), "steps": plan.steps, "stages": stages}
         final = result.history[-1] if result.history else {}
@@ -185,5 +142,5 @@ def train_method(cfg: Config, method: str, *, data_dir: str | None = None, overw
                        "final_train_loss": final.get("loss")})
     record = {"method": method, "policy_stage": METHOD_STAGES[method][-1], "stages": stages,
               "updates": sum(s["steps"] for s in stages), "seed": cfg.seed}
-    write_json(os.path.join(cfg.run_dir, "train", f"{method}.json"), record)
+    run.write_json(run.train_record(method), record)
     return record

@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
-from ee_jax.checkpoint import Checkpointer, selection
 from ee_jax.config import Config
 from ee_jax.data.batch import BATCH_KEYS, batch_sharding
 from ee_jax.models.accounting import train_flops_per_token
 from ee_jax.models.factory import abstract_model
-from ee_jax.train.guard import StopSignals, TrainingInterrupted, describe_bad_batch
-from ee_jax.train.metrics import MetricsWriter, device_peak_flops
+from ee_jax.rundir import RunDir
+from ee_jax.train.guard import describe_bad_batch
+from ee_jax.train.metrics import device_peak_flops
 from ee_jax.train.optimizer import learning_rate_schedule, train_optimizer
+from ee_jax.train.runner import Deferred, Periodic, Schedule, StageRunner
 from ee_jax.train.state import TrainState, abstract_state, create_train_state
 from ee_jax.train.step import make_eval_step, make_train_step
 
@@ -62,123 +61,103 @@ def fit(cfg: Config, mesh, batches: Iterator, to_batch: Callable[[Any], dict[str
     checkpointing on SIGTERM / SIGINT, :class:`NonFiniteLossError` on a NaN / inf loss.
     ``eval_steps`` replaces the ``train.eval_every`` schedule: evaluate after exactly these steps (and not
     where a run stops early), so methods of different lengths get the same evaluations.
+    Resume, signals, time boxes, checkpoints and selection are the :class:`StageRunner`'s.
     """
     t = cfg.train
     tx = train_optimizer(cfg, t.steps)
-    schedule = learning_rate_schedule(cfg.optimizer, t.steps)
-    ckpt_dir = os.path.join(cfg.run_dir, "ckpt", stage)
-    ckpt = Checkpointer(ckpt_dir, keep=t.keep_checkpoints, async_save=t.async_checkpoint, keep_best=select == "best")
-    resumed_from = ckpt.latest_step()
-    evaluations: list[dict] = []
-    if resumed_from is not None:
-        _, abs_params = abstract_model(cfg.model, mesh)
-        target = abstract_state(tx, abs_params, mesh)
-        restored, saved_meta = ckpt.restore(resumed_from, target=target.as_dict(), data_iterator=batches)
-        evaluations = list(saved_meta.get("evaluations", []))
-        state = TrainState.from_dict(restored)
-        graphdef, _ = abstract_model(cfg.model, mesh)
-        shardings = jax.tree.map(lambda a: a.sharding, target)
-    else:
-        graphdef, state, shardings = create_train_state(cfg, tx, mesh, params)
-    step_fn = make_train_step(graphdef, tx, shardings, mesh, t.grad_accum, schedule)
-    eval_fn = make_eval_step(graphdef, shardings, mesh) if valid_batches else None
-    evaluating = eval_fn is not None or evaluate_fn is not None
-
-    writer = MetricsWriter(cfg.run_dir)
-    flops_per_token = train_flops_per_token(cfg.model, t.seq_len)
-    peak, peak_source = device_peak_flops()
-    meta = {"stage": stage, **(metadata or {})}
-    start = int(jax.device_get(state.step))
-    history: list[dict] = []
-    bar = tqdm(total=t.steps, initial=start, desc=f"train {stage}", disable=not progress or jax.process_index())
-    last_time, last_step, tokens_since = time.perf_counter(), start, 0.0
-    first_step_time = None
-    saved = {resumed_from}
-    pending = None  # (step, metrics, host batch, data position) of the newest step not yet checked
-
-    def check(p) -> dict:
-        """Fetch a step's metrics; stop on a non-finite loss (before anything is saved after it)."""
-        m = {k: float(v) for k, v in jax.device_get(p[1]).items()}
-        if not math.isfinite(m["loss"]):
-            raise describe_bad_batch(cfg.run_dir, stage, p[0], m["loss"], p[2], p[3], ckpt.latest_step(), ckpt_dir)
-        return m
-
-    def save(step: int, score: float | None = None) -> None:
-        ckpt.save(step, state.as_dict(), metadata={**meta, "step": step, "evaluations": evaluations},
-                  data_iterator=batches, score=score, force=True)
-        saved.add(step)
-
-    try:
-        end = min(t.steps, start + t.stop_after_steps) if t.stop_after_steps else t.steps  # N more steps
-        with StopSignals() as stop:
-            for step in range(start, end):
-                if stop.signum is not None:
-                    if pending is not None:
-                        check(pending)
-                    if step not in saved:
-                        save(step)
-                    raise TrainingInterrupted(stage, step, stop.signum, ckpt_dir)
-                data_state = batches.get_state() if hasattr(batches, "get_state") else None
-                host = to_batch(next(batches))
-                t0 = time.perf_counter()
-                state, metrics = step_fn(state, global_batch(host, mesh))
-                if pending is not None:  # checked one step late, so the host never waits on the device
-                    check(pending)
-                done = step + 1
-                pending = (done, metrics, host, data_state)
-                if first_step_time is None:
-                    jax.block_until_ready(metrics)
-                    first_step_time = time.perf_counter() - t0  # includes compilation
-                    last_time, last_step, tokens_since = time.perf_counter(), done, 0.0
-                else:
-                    tokens_since += t.batch_size * t.seq_len
-                bar.update(1)
-                if done % t.log_every == 0 or done == end:
-                    m = check(pending)
-                    now = time.perf_counter()
-                    if done > last_step and tokens_since:
-                        m["tokens_per_s"] = tokens_since / (now - last_time)
-                        m["mfu"] = m["tokens_per_s"] * flops_per_token / peak
-                    last_time, last_step, tokens_since = now, done, 0.0
-                    writer.write(done, m, prefix=f"{stage}/train/")
-                    history.append({"step": done, **m})
-                    bar.set_postfix(loss=f"{m['loss']:.3f}")
-                score = None
-                due = done in eval_steps if eval_steps is not None else (done % t.eval_every == 0 or done == end)
-                if evaluating and due:
-                    check(pending)
-                    ev = evaluate(eval_fn, state.params, valid_batches(), to_batch, mesh) if eval_fn else {}
-                    if evaluate_fn is not None:
-                        ev.update(evaluate_fn(state.params, done))
-                    score = selection.score(ev, select_metric)
-                    evaluations.append({"step": done, **ev, "score": score})
-                    writer.write(done, ev, prefix=f"{stage}/valid/")
-                    history.append({"step": done, **{"valid_" + k: v for k, v in ev.items()}})
-                    last_time = time.perf_counter()  # evaluation time is not training throughput
-                if done % t.checkpoint_every == 0 or done == end or (score is not None and select == "best"):
-                    check(pending)
-                    save(done, score)
-            if pending is not None:
-                check(pending)
-        final = int(jax.device_get(state.step))
-        chosen = None
-        if final == t.steps:
-            ckpt.wait()
-            chosen = selection.choose(evaluations, final, select, select_metric)
-            if jax.process_index() == 0:
-                selection.write_selection(ckpt_dir, chosen)
-    finally:
-        bar.close()
-        ckpt.wait()
-        ckpt.close()
-        writer.close()
+    ckpt_dir = RunDir(cfg.run_dir).ckpt(stage)
+    runner = StageRunner(run_dir=cfg.run_dir, ckpt_dir=ckpt_dir, stage=stage, total=t.steps,
+                         stop_after=t.stop_after_steps, select=select, select_metric=select_metric,
+                         checkpoint_every=t.checkpoint_every, keep=t.keep_checkpoints, async_save=t.async_checkpoint,
+                         meta={"stage": stage, **(metadata or {})}, progress=progress, desc=f"train {stage}")
+    with runner:
+        if runner.resumed_from is not None:
+            _, abs_params = abstract_model(cfg.model, mesh)
+            target = abstract_state(tx, abs_params, mesh)
+            restored, _ = runner.restore(target.as_dict(), data_iterator=batches)
+            state = TrainState.from_dict(restored)
+            graphdef, _ = abstract_model(cfg.model, mesh)
+            shardings = jax.tree.map(lambda a: a.sharding, target)
+        else:
+            graphdef, state, shardings = create_train_state(cfg, tx, mesh, params)
+        loop = _TrainLoop(cfg, mesh, runner, graphdef, shardings, tx, state, batches, to_batch)
+        actions = [Periodic(Schedule(every=t.log_every, at_end=True), loop.log)]
+        if valid_batches is not None or evaluate_fn is not None:
+            schedule = (Schedule(steps=frozenset(eval_steps)) if eval_steps is not None
+                        else Schedule(every=t.eval_every, at_end=True))
+            actions.append(Periodic(schedule, loop.evaluator(valid_batches, evaluate_fn)))
+        reached = runner.run(loop.start, loop.step, lambda: loop.state.as_dict(), actions, data_iterator=batches)
+        chosen = runner.finish(reached)
+    history = runner.history
     summary = {
-        "stage": stage, "steps": t.steps, "resumed_from": resumed_from, "first_step_s": first_step_time,
-        "flops_per_token": flops_per_token, "peak_flops": peak, "peak_source": peak_source,
+        "stage": stage, "steps": t.steps, "resumed_from": runner.resumed_from, "first_step_s": loop.first_step_s,
+        "flops_per_token": loop.flops_per_token, "peak_flops": loop.peak, "peak_source": loop.peak_source,
         "final": history[-1] if history else None,
         "selected_step": chosen["step"] if chosen else None,
     }
-    return FitResult(state, graphdef, history, resumed_from, summary, chosen)
+    return FitResult(loop.state, graphdef, history, runner.resumed_from, summary, chosen)
+
+
+class _TrainLoop:
+    """The step callback and the periodic actions of :func:`fit`: one jitted step per batch, throughput
+    (tokens/s, MFU) between log points, validation loss / episodes for selection."""
+
+    def __init__(self, cfg: Config, mesh, runner: StageRunner, graphdef, shardings, tx, state, batches, to_batch):
+        t = cfg.train
+        self.cfg, self.mesh, self.runner, self.state = cfg, mesh, runner, state
+        self.batches, self.to_batch, self.graphdef, self.shardings = batches, to_batch, graphdef, shardings
+        self.step_fn = make_train_step(graphdef, tx, shardings, mesh, t.grad_accum,
+                                       learning_rate_schedule(cfg.optimizer, t.steps))
+        self.flops_per_token = train_flops_per_token(cfg.model, t.seq_len)
+        self.peak, self.peak_source = device_peak_flops()
+        self.start = int(jax.device_get(state.step))
+        self.first_step_s = None
+        self.last_time, self.last_step, self.tokens_since = time.perf_counter(), self.start, 0.0
+
+    def step(self, i: int) -> Deferred:
+        data_state = self.batches.get_state() if hasattr(self.batches, "get_state") else None
+        host = self.to_batch(next(self.batches))
+        t0 = time.perf_counter()
+        self.state, metrics = self.step_fn(self.state, global_batch(host, self.mesh))
+        if self.first_step_s is None:
+            jax.block_until_ready(metrics)
+            self.first_step_s = time.perf_counter() - t0  # includes compilation
+            self.last_time, self.last_step, self.tokens_since = time.perf_counter(), i + 1, 0.0
+        else:
+            self.tokens_since += self.cfg.train.batch_size * self.cfg.train.seq_len
+        runner, run_dir = self.runner, self.cfg.run_dir
+
+        def check(m: dict) -> None:  # stop on a non-finite loss, before anything is saved after it
+            if not math.isfinite(m["loss"]):
+                raise describe_bad_batch(run_dir, runner.stage, i + 1, m["loss"], host, data_state,
+                                         runner.ckpt.latest_step(), runner.ckpt_dir)
+
+        return Deferred(metrics, check)
+
+    def log(self, done: int) -> None:
+        m = dict(self.runner.metrics())
+        now = time.perf_counter()
+        if done > self.last_step and self.tokens_since:
+            m["tokens_per_s"] = self.tokens_since / (now - self.last_time)
+            m["mfu"] = m["tokens_per_s"] * self.flops_per_token / self.peak
+        self.last_time, self.last_step, self.tokens_since = now, done, 0.0
+        self.runner.writer.write(done, m, prefix=f"{self.runner.stage}/train/")
+        self.runner.history.append({"step": done, **m})
+        self.runner.bar.set_postfix(loss=f"{m['loss']:.3f}")
+
+    def evaluator(self, valid_batches, evaluate_fn) -> Callable[[int], None]:
+        eval_fn = make_eval_step(self.graphdef, self.shardings, self.mesh) if valid_batches else None
+
+        def run(done: int) -> None:
+            self.runner.settle()
+            params = self.state.params
+            ev = evaluate(eval_fn, params, valid_batches(), self.to_batch, self.mesh) if eval_fn else {}
+            if evaluate_fn is not None:
+                ev.update(evaluate_fn(params, done))
+            self.runner.evaluated(done, ev, history_prefix="valid_")
+            self.last_time = time.perf_counter()  # evaluation time is not training throughput
+
+        return run
 
 
 def evaluate(eval_fn, params, batches: Iterator, to_batch, mesh) -> dict[str, float]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ee_jax.envs.household_world import OBJECTS, PLURAL
+from ee_jax.envs.worlds.household.world import OBJECTS, PLURAL
 from ee_jax.experience.reflect.quoting import GOAL_CHARS, code, join_actions, quote
 from ee_jax.experience.reflect.reflection import ReflectionCase
 from ee_jax.records.schema import Outcome, State

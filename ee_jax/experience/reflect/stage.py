@@ -9,7 +9,6 @@ train on them. Reflection shard ``i`` comes from transition shard ``i``.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
 from ee_jax.agent.policy import run_policy
@@ -20,6 +19,7 @@ from ee_jax.experience.reflect.generators import make_generator
 from ee_jax.experience.reflect.reflection import PROMPT_VERSION, ReflectionCase, choose_alternatives
 from ee_jax.records.schema import Outcome, State, make_record
 from ee_jax.records.store import read_shard, run_sharded_stage, shard_path, stage_input
+from ee_jax.rundir import RunDir
 from ee_jax.seeds import unit_seed
 
 KIND = "reflection"
@@ -48,7 +48,7 @@ def state_groups(transitions: list[dict]) -> list[tuple[dict, list[dict]]]:
 def collect_reflect(cfg: Config, *, overwrite: bool = False, progress: bool = True, generator=None) -> dict:
     """Write reflections for the explored states of ``cfg.run_dir/data``; returns the manifest section."""
     r = cfg.experience.reflect
-    data_dir = os.path.join(cfg.run_dir, "data")
+    data_dir = RunDir(cfg.run_dir).data
     trans, shards = stage_input(data_dir, TRANSITION, "ee-jax collect explore")
     if generator is None:
         generator = make_generator(cfg, lambda: run_policy(cfg, r.policy_stage))

@@ -16,7 +16,7 @@ import posixpath
 import random
 import re
 
-from ee_jax.envs.tools_api import BASE_FUNCTIONS, HOME, World, n_lines, norm, parent
+from ee_jax.envs.worlds.tools.api import BASE_FUNCTIONS, HOME, World, n_lines, norm, parent
 
 VARIANTS = ("base", "missing_function", "missing_parameter", "long_context")
 OOD_VARIANTS = VARIANTS[1:]

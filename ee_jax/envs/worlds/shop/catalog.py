@@ -171,7 +171,7 @@ def matches(product: Product, goal: Goal) -> bool:
 
 
 def score_purchase(product: Product, selected: dict, goal: Goal) -> tuple[float, dict]:
-    """WebShop-like match score of buying ``product`` with ``selected`` options (see ``ee_jax.envs.shop``)."""
+    """WebShop-like match score of buying ``product`` with ``selected`` options (see the shop ``env`` module)."""
     cat, want = CATEGORY[product.category], CATEGORY[goal.category]
     r_type = 1.0 if cat.name == want.name else 0.5 if cat.department == want.department else 0.0
     attrs = sum(a in product.attributes for a in goal.attributes)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 
 from ee_jax.envs.base import Env, Task
-from ee_jax.envs.shop_catalog import World, build_world, score_purchase, tokenize
+from ee_jax.envs.worlds.shop.catalog import World, build_world, score_purchase, tokenize
 
 PER_PAGE = 3
 _ACTION = re.compile(r"(search|click)\[(.*)\]", re.IGNORECASE)

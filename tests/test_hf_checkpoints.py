@@ -1,4 +1,5 @@
-"""HF checkpoint directories (``ee_jax.models.hf_files``): config.json, sharded loading, export.
+"""HF checkpoint directories (``ee_jax.config.hf``, ``ee_jax.models.hf_load``, ``hf_export``): config.json,
+sharded loading, export.
 
 Tiny random Llama (GQA, Llama-3 RoPE scaling, tied, saved in bf16), Qwen2 (q/k/v biases, untied) and
 Gemma3 (sliding window shorter than the prompt, a 2-local : 1-global ``layer_types`` pattern, HF's default
@@ -24,10 +25,12 @@ import safetensors
 import safetensors.numpy
 
 from ee_jax.config import load_config
+from ee_jax.config.hf import model_config_from_hf
 from ee_jax.models import apply_model
-from ee_jax.models import hf_files as hff
+from ee_jax.models import hf_load as hff
 from ee_jax.models.factory import abstract_model
-from ee_jax.models.hf_files import load_hf_params, model_config_from_hf, save_hf_checkpoint
+from ee_jax.models.hf_export import save_hf_checkpoint
+from ee_jax.models.hf_load import load_hf_params
 from ee_jax.parallel import make_mesh, use_mesh
 
 torch = pytest.importorskip("torch")

@@ -23,8 +23,8 @@ import json
 import posixpath
 
 from ee_jax.envs.base import Env, EnvError, Task
-from ee_jax.envs.tools_api import HOME, CallError, ToolError, World, norm, parent, parse_call, signature
-from ee_jax.envs.tools_tasks import OOD_VARIANTS, VARIANTS, Scenario, generate, message_ok, satisfied, violations
+from ee_jax.envs.worlds.tools.api import HOME, CallError, ToolError, World, norm, parent, parse_call, signature
+from ee_jax.envs.worlds.tools.tasks import OOD_VARIANTS, VARIANTS, Scenario, generate, message_ok, satisfied, violations
 
 _EXAMPLE = '{"name": "cd", "arguments": {"folder": "docs"}}'
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 
 from ee_jax.envs.base import Env, Task
-from ee_jax.envs.travel_catalog import COMMONSENSE, Slot, World, analyze, evaluate, generate
+from ee_jax.envs.worlds.travel.catalog import COMMONSENSE, Slot, World, analyze, evaluate, generate
 
 _HELP = ("Actions: view transport day D; view accommodations CITY; view restaurants CITY; "
          "set day D transport|accommodation|lunch|dinner ID; clear day D SLOT; submit plan.")

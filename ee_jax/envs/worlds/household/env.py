@@ -6,7 +6,7 @@ Actions (closed space, ``admissible_actions()``): ``go to RECEPTACLE`` (in the c
 ``cool OBJ with fridge N``, ``use desklamp 1``, ``examine X``, ``look``, ``inventory``.
 The agent carries one object at a time. Every action is reversible (nothing is consumed or broken),
 so every state short of the step limit can still be won; the oracle plans from the current state.
-The world itself (layouts, goals, held-out splits) is in ``ee_jax.envs.household_world``.
+The world itself (layouts, goals, held-out splits) is in ``ee_jax.envs.worlds.household.world``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from ee_jax.envs.base import Env, EnvError, Task, check_split
-from ee_jax.envs.household_world import (
+from ee_jax.envs.worlds.household.world import (
     APPLIANCE,
     OBJECTS,
     OPENABLE,

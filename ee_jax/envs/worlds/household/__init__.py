@@ -1,0 +1,1 @@
+"""The household world (ALFWorld-like): the environment (env) over its simulated house (world)."""

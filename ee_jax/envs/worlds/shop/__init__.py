@@ -1,0 +1,1 @@
+"""The shop world (WebShop-like): the environment (env) over its seeded catalog (catalog)."""
