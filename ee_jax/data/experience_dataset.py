@@ -442,15 +442,29 @@ def experience_batches(cfg: Config, objective: str, tokenizer, *, data_dir: str 
             ds = ds.repeat(None)
         render = _Render(sel, k + 1, objective, tokenizer, cfg.tokenizer.template, cfg.prompt, row_len)
         per_kind.append(ds.map(render))
+    drops, batched = _mix_pack_batch(cfg, per_kind, [weights[k] for k in kinds], repeat, seed, row_len, pid,
+                                     nproc, batch_size, local_batch)
+    fingerprint = {"objective": objective, "split": split, "kinds": kinds, "weights": [weights[k] for k in kinds],
+                   "sizes": [sizes[k] for k in kinds], "row_len": row_len, "local_batch": local_batch,
+                   "packing": bool(cfg.data.packing), "packing_bins": cfg.data.packing_bins, "shuffle": bool(shuffle),
+                   "repeat": bool(repeat), "seed": seed, "process": [pid, nproc],
+                   **({"host_sharding": cfg.data.host_sharding} if nproc > 1 else {}),
+                   "template": cfg.tokenizer.template}
+    return ExperienceIterator(iter(batched), drops, kinds, sizes, local_sizes, row_len, local_batch, fingerprint)
 
+
+def _mix_pack_batch(cfg: Config, per_kind: list, weights: list[float], repeat: bool, seed: int, row_len: int,
+                    pid: int, nproc: int, batch_size: int, local_batch: int):
+    """The kinds' datasets mixed by weight (concatenated for one pass), packed or padded into rows, then
+    batched into this host's rows: ``(drop counter, batches)``."""
     if len(per_kind) == 1:
         mixed = per_kind[0]
     elif repeat:
-        mixed = grain.MapDataset.mix(per_kind, [weights[k] for k in kinds])
+        mixed = grain.MapDataset.mix(per_kind, weights)
     else:
         mixed = grain.MapDataset.concatenate(per_kind)
     drops = _DropCounter(mixed.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.read_threads,
-                                                                 prefetch_buffer_size=0)), len(kinds))
+                                                                 prefetch_buffer_size=0)), len(per_kind))
     if cfg.data.packing:
         lengths = {"tokens": row_len, "weights": row_len, "source": row_len}
         packed = grain.experimental.FirstFitPackIterDataset(
@@ -463,10 +477,4 @@ def experience_batches(cfg: Config, objective: str, tokenizer, *, data_dir: str 
         batched = rows.batch(batch_size, drop_remainder=repeat).map(_HostRows(pid, local_batch, batch_size))
     else:
         batched = rows.batch(local_batch, drop_remainder=repeat)
-    fingerprint = {"objective": objective, "split": split, "kinds": kinds, "weights": [weights[k] for k in kinds],
-                   "sizes": [sizes[k] for k in kinds], "row_len": row_len, "local_batch": local_batch,
-                   "packing": bool(cfg.data.packing), "packing_bins": cfg.data.packing_bins, "shuffle": bool(shuffle),
-                   "repeat": bool(repeat), "seed": seed, "process": [pid, nproc],
-                   **({"host_sharding": cfg.data.host_sharding} if nproc > 1 else {}),
-                   "template": cfg.tokenizer.template}
-    return ExperienceIterator(iter(batched), drops, kinds, sizes, local_sizes, row_len, local_batch, fingerprint)
+    return drops, batched

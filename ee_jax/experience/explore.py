@@ -158,6 +158,41 @@ class _Timer:
                 "env": f"{self.env_s / max(wall, 1e-9):.0%}", "policy": f"{self.policy_s / max(wall, 1e-9):.0%}"}
 
 
+def _choose_all(cfg: Config, trajs: list[list[dict]], proposals: list[list[str]], counters: dict) -> list:
+    """The alternatives of every expert step (per trajectory, per step: ``[(action, source)]``), each from
+    its own seeded generator; counts what was chosen in ``counters``."""
+    x = cfg.experience.explore
+    alternatives, i = [], 0
+    for traj in trajs:
+        per_step = []
+        for s in traj:
+            rng = random.Random(unit_seed(cfg.seed, s["traj_id"], s["step"]))
+            chosen, c = choose_alternatives(record_state(s), s["action"], x.strategy, x.k, x.policy_fraction,
+                                            proposals[i], rng)
+            for key, v in c.items():
+                counters[key] = counters.get(key, 0) + v
+            per_step.append(chosen)
+            i += 1
+        alternatives.append(per_step)
+    return alternatives
+
+
+def _branch_records(trajs: list[list[dict]], alternatives: list, branches: list, counters: dict) -> list[dict]:
+    """Transition records: each expert step, then its branched alternatives (counted in ``counters``)."""
+    records = []
+    for traj, per_step, rows in zip(trajs, alternatives, branches):
+        for s, alts, row in zip(traj, per_step, rows):
+            info = {"valid": s["valid"], "won": s["won"], "score": s["score"]}
+            records.append(_transition(s, s["action"], s["next_observation"], s["reward"], s["done"], info,
+                                       "expert"))
+            for (action, source), b in zip(alts, row):
+                records.append(_transition(s, action, b["observation"], b["reward"], b["done"], b["info"], source))
+                counters["by_source"][source] = counters["by_source"].get(source, 0) + 1
+                counters["invalid"] = counters.get("invalid", 0) + (not b["info"]["valid"])
+            counters["branches"] += len(row)
+    return records
+
+
 def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = True, policy=None) -> dict:
     """Branch K alternatives at every expert state of ``cfg.run_dir/data``; returns the manifest section."""
     x = cfg.experience.explore
@@ -193,18 +228,7 @@ def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
             policy_s = time.perf_counter() - t0
             timer.policy_s += policy_s
         counters: dict = {"states": len(steps), "trajectories": len(trajs), "branches": 0, "by_source": {}}
-        alternatives, i = [], 0
-        for traj in trajs:
-            per_step = []
-            for s in traj:
-                rng = random.Random(unit_seed(cfg.seed, s["traj_id"], s["step"]))
-                chosen, c = choose_alternatives(record_state(s), s["action"], x.strategy, x.k, x.policy_fraction,
-                                                proposals[i], rng)
-                for key, v in c.items():
-                    counters[key] = counters.get(key, 0) + v
-                per_step.append(chosen)
-                i += 1
-            alternatives.append(per_step)
+        alternatives = _choose_all(cfg, trajs, proposals, counters)
         items = [{"task": t[0]["task"], "actions": [s["action"] for s in t],
                   "observations": [s["state"]["observation"] for s in t] + [t[-1]["next_observation"]],
                   "alternatives": [[a for a, _ in alts] for alts in per_step]}
@@ -214,17 +238,7 @@ def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
             explore_item(env, it) for it in items]
         env_s = time.perf_counter() - t0
         timer.env_s += env_s
-        records = []
-        for traj, per_step, rows in zip(trajs, alternatives, branches):
-            for s, alts, row in zip(traj, per_step, rows):
-                info = {"valid": s["valid"], "won": s["won"], "score": s["score"]}
-                records.append(_transition(s, s["action"], s["next_observation"], s["reward"], s["done"], info,
-                                           "expert"))
-                for (action, source), b in zip(alts, row):
-                    records.append(_transition(s, action, b["observation"], b["reward"], b["done"], b["info"], source))
-                    counters["by_source"][source] = counters["by_source"].get(source, 0) + 1
-                    counters["invalid"] = counters.get("invalid", 0) + (not b["info"]["valid"])
-                counters["branches"] += len(row)
+        records = _branch_records(trajs, alternatives, branches, counters)
         timer.branches += counters["branches"]
         counters["env_s"], counters["policy_s"] = round(env_s, 3), round(policy_s, 3)
         return records, counters

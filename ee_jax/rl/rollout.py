@@ -23,6 +23,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import time
+
+from tqdm import tqdm
 
 from ee_jax.agent.episodes import Episode, advance_episode, heavy_env, start_episode
 from ee_jax.config import Config
@@ -142,74 +145,30 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
     Returns:
         Rollouts in start order (task starts first, member order, then branch starts).
     """
-    import time
-
-    from tqdm import tqdm
-
     r = cfg.rl
-    max_new = r.max_new_tokens or cfg.eval.max_new_tokens
-    max_invalid = r.max_invalid or cfg.eval.max_invalid
-    reward = RewardSpec.from_config(cfg)
+    ctx = _RolloutContext(policy, sampler, cfg, seed, r.max_new_tokens or cfg.eval.max_new_tokens,
+                          r.max_invalid or cfg.eval.max_invalid, RewardSpec.from_config(cfg), chunk_rows)
     make_env = make_env or (lambda: make_env_from_config(with_turn_limit(cfg)))
-    stop_ids = stop_token_ids(policy.tokenizer, policy.template)
     starts: list[tuple] = [(t, f"task:{t.id}", m, None) for t in (tasks or []) for m in range(group_size)]
     starts += [(b.task, b.group, b.member, b) for b in (branches or [])]
     pending = collections.deque(enumerate(starts))
     slots = min(cfg.eval.batch_size, len(pending)) if heavy_env(cfg.env.name) else len(pending)
     free, envs, active, done = [], [], [], {}
-    timing = {"env_s": 0.0, "sample_s": 0.0, "generated_tokens": 0, "env_steps": 0}
     bar = tqdm(total=len(starts), desc="rollouts", unit="ep", disable=not progress)
     try:
         while pending or active:
-            while pending and len(active) < slots:
+            while pending and len(active) < slots:  # refill: a finished episode's env takes the next start
                 if not free:
                     envs.append(make_env())
                     free.append(envs[-1])
-                index, (task, group, member, branch) = pending.popleft()
-                t_env = time.perf_counter()
-                ep = start_episode(free.pop(), task, seed=unit_seed(seed, group, member))
-                live = _Live(ep, group, member, [], index)
-                if branch is not None:
-                    _replay_prefix(ep, branch.prefix)
-                    live.forced = branch.action
-                timing["env_s"] += time.perf_counter() - t_env
-                active.append(live)
-            # forced first actions of branch starts, then one sampler pass for everyone else
-            acting = [lv for lv in active if lv.forced is None]
-            prompts = [policy.prompt_ids(lv.ep.state(), cfg.prompt, max_new) for lv in acting]
-            seeds = [unit_seed(seed, lv.group, lv.member, len(lv.turns)) for lv in acting]
-            samples = []
-            t_sample = time.perf_counter()
-            for s in range(0, len(prompts), chunk_rows):
-                samples += sampler.generate(prompts[s:s + chunk_rows], max_new_tokens=max_new,
-                                            temperature=r.temperature, stop_ids=stop_ids, seed=seeds[s:s + chunk_rows])
-            timing["sample_s"] += time.perf_counter() - t_sample
-            timing["generated_tokens"] += sum(len(smp.ids) for smp in samples)
-            replies = {id(lv): (p, smp) for lv, p, smp in zip(acting, prompts, samples)}
+                index, start = pending.popleft()
+                active.append(ctx.begin(free.pop(), index, *start))
+            replies = ctx.sample([lv for lv in active if lv.forced is None])
             still = []
             for lv in active:
-                if lv.forced is not None:
-                    prompt = policy.prompt_ids(lv.ep.state(), cfg.prompt, max_new)
-                    text = action_target(lv.forced)
-                    ids = render_target(policy.tokenizer, policy.template, text).tolist()
-                    turn = Turn(prompt, ids, [], 0.0, True, state_key(prompt), forced=True)
-                    lv.forced = None
-                else:
-                    prompt, smp = replies[id(lv)]
-                    text = smp.text or ""
-                    turn = Turn(prompt, list(smp.ids), list(smp.logprobs), 0.0, True, state_key(prompt),
-                                truncated=smp.finish_reason == "length")
-                t_env = time.perf_counter()
-                ended = advance_episode(lv.ep, text, max_invalid)
-                timing["env_s"] += time.perf_counter() - t_env
-                timing["env_steps"] += 1
-                turn.valid = bool(lv.ep.transcript[-1]["valid"])
-                turn.reward = 0.0 if turn.valid else -reward.invalid_penalty
-                lv.turns.append(turn)
-                if ended:
-                    turn.reward += reward.success_reward * lv.ep.won + reward.score_reward * lv.ep.score
+                if ctx.take_turn(lv, replies.get(id(lv))):
                     done[lv.index] = Rollout(lv.group, lv.member, lv.ep.task.id, lv.ep.seed, lv.turns,
-                                                     lv.ep.won, lv.ep.score, lv.ep.invalid, lv.ep.ended)
+                                             lv.ep.won, lv.ep.score, lv.ep.invalid, lv.ep.ended)
                     free.append(lv.ep.env)
                     bar.update(1)
                 else:
@@ -220,8 +179,71 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
         for env in envs:
             env.close()
         if stats is not None:
-            stats.update(timing)
+            stats.update(ctx.timing)
     return [done[i] for i in sorted(done)]
+
+
+class _RolloutContext:
+    """What every turn of one :func:`collect_rollouts` call shares, and its timing counters."""
+
+    def __init__(self, policy, sampler, cfg: Config, seed: int, max_new: int, max_invalid: int,
+                 reward: RewardSpec, chunk_rows: int):
+        self.policy, self.sampler, self.cfg, self.seed = policy, sampler, cfg, seed
+        self.max_new, self.max_invalid, self.reward, self.chunk_rows = max_new, max_invalid, reward, chunk_rows
+        self.stop_ids = stop_token_ids(policy.tokenizer, policy.template)
+        self.timing = {"env_s": 0.0, "sample_s": 0.0, "generated_tokens": 0, "env_steps": 0}
+
+    def begin(self, env, index: int, task: Task, group: str, member: int, branch) -> _Live:
+        """Start an episode on ``env`` (a branch start replays its prefix; its first action is forced)."""
+        t_env = time.perf_counter()
+        ep = start_episode(env, task, seed=unit_seed(self.seed, group, member))
+        live = _Live(ep, group, member, [], index)
+        if branch is not None:
+            _replay_prefix(ep, branch.prefix)
+            live.forced = branch.action
+        self.timing["env_s"] += time.perf_counter() - t_env
+        return live
+
+    def sample(self, acting: list[_Live]) -> dict[int, tuple]:
+        """One sampler pass over the episodes that act now: ``{id(live): (prompt ids, sample)}``."""
+        cfg = self.cfg
+        prompts = [self.policy.prompt_ids(lv.ep.state(), cfg.prompt, self.max_new) for lv in acting]
+        seeds = [unit_seed(self.seed, lv.group, lv.member, len(lv.turns)) for lv in acting]
+        samples, n = [], self.chunk_rows
+        t_sample = time.perf_counter()
+        for s in range(0, len(prompts), n):
+            samples += self.sampler.generate(prompts[s:s + n], max_new_tokens=self.max_new,
+                                             temperature=cfg.rl.temperature, stop_ids=self.stop_ids,
+                                             seed=seeds[s:s + n])
+        self.timing["sample_s"] += time.perf_counter() - t_sample
+        self.timing["generated_tokens"] += sum(len(smp.ids) for smp in samples)
+        return {id(lv): (p, smp) for lv, p, smp in zip(acting, prompts, samples)}
+
+    def take_turn(self, lv: _Live, reply: tuple | None) -> bool:
+        """Play ``lv``'s forced action or sampled ``reply``; record the turn and its reward; True when
+        the episode ended."""
+        policy = self.policy
+        if lv.forced is not None:
+            prompt = policy.prompt_ids(lv.ep.state(), self.cfg.prompt, self.max_new)
+            text = action_target(lv.forced)
+            ids = render_target(policy.tokenizer, policy.template, text).tolist()
+            turn = Turn(prompt, ids, [], 0.0, True, state_key(prompt), forced=True)
+            lv.forced = None
+        else:
+            prompt, smp = reply
+            text = smp.text or ""
+            turn = Turn(prompt, list(smp.ids), list(smp.logprobs), 0.0, True, state_key(prompt),
+                        truncated=smp.finish_reason == "length")
+        t_env = time.perf_counter()
+        ended = advance_episode(lv.ep, text, self.max_invalid)
+        self.timing["env_s"] += time.perf_counter() - t_env
+        self.timing["env_steps"] += 1
+        turn.valid = bool(lv.ep.transcript[-1]["valid"])
+        turn.reward = 0.0 if turn.valid else -self.reward.invalid_penalty
+        lv.turns.append(turn)
+        if ended:
+            turn.reward += self.reward.success_reward * lv.ep.won + self.reward.score_reward * lv.ep.score
+        return ended
 
 
 def with_turn_limit(cfg: Config):

@@ -22,6 +22,52 @@ from ee_jax.serve.protocol import APIError, TokenText, completion_body, parse_re
 from ee_jax.tokenizer import render_prompt, stop_token_ids
 
 
+def _generation_request(body, model_name: str, tokenizer, template: str, sampler_cfg, max_seq_len: int,
+                        base_stop: tuple, next_seed) -> tuple:
+    """A chat-completions body as ``(request, prompt ids, Settings, seeds)``; bad input is an :class:`APIError`."""
+    req = parse_request(body, model_name)
+    try:
+        prompt = render_prompt(tokenizer, template, req.messages)
+    except ValueError as e:
+        raise APIError(400, f"messages: {e}", param="messages", code="invalid_value") from None
+    max_tokens = req.max_tokens
+    if max_tokens is None:  # the policy's default, shortened to what the context has left
+        max_tokens = max(1, min(sampler_cfg.max_new_tokens, max_seq_len - len(prompt)))
+    if len(prompt) + max_tokens > max_seq_len:
+        raise APIError(400, f"this model's context is {max_seq_len} tokens: the prompt is {len(prompt)} tokens "
+                            f"and max_tokens is {max_tokens} ({len(prompt) + max_tokens} > {max_seq_len})",
+                       param="max_tokens" if req.max_tokens is not None else "messages",
+                       code="context_length_exceeded")
+    seeds = [req.seed + k for k in range(req.n)] if req.seed is not None else [next(next_seed) for _ in range(req.n)]
+    settings = Settings(req.temperature, req.top_p, max_tokens, tuple(dict.fromkeys(base_stop + tuple(req.stop))))
+    return req, prompt, settings, seeds
+
+
+def _add_model_routes(app: FastAPI, model_name: str, created_at: int) -> None:
+    """Errors as OpenAI error bodies, ``/health`` and the ``/v1/models`` listing of the one served model."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_request, e: APIError):
+        return JSONResponse(e.body(), status_code=e.status)
+
+    def model_card() -> dict:
+        return {"id": model_name, "object": "model", "created": created_at, "owned_by": "ee-jax"}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_name}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str):
+        if model != model_name:
+            raise APIError(404, f"The model {model!r} does not exist", param="model", code="model_not_found")
+        return model_card()
+
+
 def create_app(sampler, tokenizer, template: str, model_name: str, *, max_batch: int = 16,
                batch_wait_ms: float = 5, source: str = "") -> FastAPI:
     """An OpenAI-compatible chat-completions app serving ``sampler`` as model ``model_name``.
@@ -56,26 +102,7 @@ def create_app(sampler, tokenizer, template: str, model_name: str, *, max_batch:
     app = FastAPI(title="ee-jax", lifespan=lifespan)
     app.state.batcher = batcher
 
-    @app.exception_handler(APIError)
-    async def _api_error(_request, e: APIError):
-        return JSONResponse(e.body(), status_code=e.status)
-
-    def model_card() -> dict:
-        return {"id": model_name, "object": "model", "created": created_at, "owned_by": "ee-jax"}
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": model_name}
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [model_card()]}
-
-    @app.get("/v1/models/{model:path}")
-    async def model(model: str):
-        if model != model_name:
-            raise APIError(404, f"The model {model!r} does not exist", param="model", code="model_not_found")
-        return model_card()
+    _add_model_routes(app, model_name, created_at)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -83,24 +110,8 @@ def create_app(sampler, tokenizer, template: str, model_name: str, *, max_batch:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError) as e:
             raise APIError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
-        req = parse_request(body, model_name)
-        try:
-            prompt = render_prompt(tokenizer, template, req.messages)
-        except ValueError as e:
-            raise APIError(400, f"messages: {e}", param="messages", code="invalid_value") from None
-        max_tokens = req.max_tokens
-        if max_tokens is None:  # the policy's default, shortened to what the context has left
-            max_tokens = max(1, min(sampler.cfg.max_new_tokens, max_seq_len - len(prompt)))
-        if len(prompt) + max_tokens > max_seq_len:
-            raise APIError(400, f"this model's context is {max_seq_len} tokens: the prompt is {len(prompt)} tokens "
-                                f"and max_tokens is {max_tokens} ({len(prompt) + max_tokens} > {max_seq_len})",
-                           param="max_tokens" if req.max_tokens is not None else "messages",
-                           code="context_length_exceeded")
-        if req.seed is not None:
-            seeds = [req.seed + k for k in range(req.n)]
-        else:
-            seeds = [next(next_seed) for _ in range(req.n)]
-        settings = Settings(req.temperature, req.top_p, max_tokens, tuple(dict.fromkeys(base_stop + tuple(req.stop))))
+        req, prompt, settings, seeds = _generation_request(body, model_name, tokenizer, template, sampler.cfg,
+                                                           max_seq_len, base_stop, next_seed)
         future = batcher.submit(settings, [prompt] * req.n, seeds)
         try:
             samples = await asyncio.wrap_future(future)
