@@ -85,6 +85,9 @@ def test_kv_cache_decode_equals_full_forward(family, scan):
         out, cache = _forward(gdef, params, mesh, tokens[:, i:i + 1], jnp.full((2, 1), i), None, cache)
         steps.append(out)
     np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=2e-5, rtol=1e-5)
+    # head-major: [layers, batch, kv_heads, length, head_dim], the layout attention reads (no per-step transpose)
+    hd = cfg.head_dim or cfg.d_model // cfg.num_heads
+    assert cache[0].shape == (cfg.num_layers, 2, cfg.num_kv_heads, 16, hd)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -55,6 +55,22 @@ def dot_product_attention(q, k, v, mask, scale: float, impl: str, segment_ids=No
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
+def cached_attention(q, k_cache, v_cache, mask, scale: float, impl: str) -> jax.Array:
+    """q [B,T,N,H] over a head-major KV cache k/v [B,K,S,H]; returns [B,T,N,H].
+
+    The cache is stored in the layout the score and value products read ([B, K, S, H]), so a decode
+    step neither transposes nor copies it; only cuDNN (which wants [B, S, K, H]) gets a transposed view.
+    """
+    if impl in ("cudnn", "auto"):
+        return dot_product_attention(q, k_cache.transpose(0, 2, 1, 3), v_cache.transpose(0, 2, 1, 3), mask,
+                                     scale, impl)
+    b, t, n, h = q.shape
+    kh = k_cache.shape[1]
+    q5 = q.reshape(b, t, kh, n // kh, h).transpose(0, 2, 3, 1, 4)
+    out = _attention(q5, k_cache, v_cache, mask, scale, 1)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
 # Self-attention splits the queries into this many blocks; block i attends to keys [0, end of block i)
 # only, skipping the (causally masked) upper-right key blocks: 37.5% fewer score/value FLOPs at 4
 # blocks, ~4% of the ee-17m CPU train step (BENCHMARKS.md). Exact: a runtime check on the mask
@@ -208,7 +224,7 @@ class Attention(nnx.Module):
         self.adapted = tuple(sorted(targets & set(shapes)))
 
     def __call__(self, x, rope, positions, segment_ids, window, cache=None):
-        """x [B,T,D]. ``cache`` is ``(k_cache, v_cache)`` [B,S,K,H] or None; returns (out, new_cache).
+        """x [B,T,D]. ``cache`` is ``(k_cache, v_cache)`` [B,K,S,H] (head-major) or None; returns (out, new_cache).
 
         With a cache, the new keys/values are written at slot = position (per row), and queries attend
         to every slot up to their own position: prefill and decode are the same code.
@@ -234,25 +250,26 @@ class Attention(nnx.Module):
             mask = attention_mask(positions, segment_ids, positions, segment_ids, window)
             out = dot_product_attention(q, k, v, mask, self.scale, cfg.attention_impl, segment_ids, window)
             new_cache = None
-        elif cache[0].shape[1] == x.shape[1]:
+        elif cache[0].shape[2] == x.shape[1]:
             # A prefill into a cache of the prompt's own length (the sampler's): the cache becomes exactly these
             # keys/values (a write of T rows into T slots starts at 0), so attention is the prompt's causal
             # self-attention and may use the fused kernel (splash / cuDNN) instead of materialising T x T scores.
             ones = jnp.ones_like(positions)
             mask = attention_mask(positions, ones, positions, ones, window)
             out = dot_product_attention(q, k, v, mask, self.scale, cfg.attention_impl, ones, window)
-            new_cache = (k.astype(cache[0].dtype), v.astype(cache[1].dtype))
+            new_cache = (k.transpose(0, 2, 1, 3).astype(cache[0].dtype), v.transpose(0, 2, 1, 3).astype(cache[1].dtype))
         else:
             k_cache, v_cache = cache
             start = positions[:, 0]
-            write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, axis=0))
-            k_cache = write(k_cache, k.astype(k_cache.dtype), start)
-            v_cache = write(v_cache, v.astype(v_cache.dtype), start)
-            slots = jnp.broadcast_to(jnp.arange(k_cache.shape[1]), (x.shape[0], k_cache.shape[1]))
+            # per row: the T new keys/values [K, T, H] go to slots start .. start + T of its [K, S, H] cache
+            write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, axis=1))
+            k_cache = write(k_cache, k.transpose(0, 2, 1, 3).astype(k_cache.dtype), start)
+            v_cache = write(v_cache, v.transpose(0, 2, 1, 3).astype(v_cache.dtype), start)
+            slots = jnp.broadcast_to(jnp.arange(k_cache.shape[2]), (x.shape[0], k_cache.shape[2]))
             ones_q, ones_k = jnp.ones_like(positions), jnp.ones_like(slots)
             mask = attention_mask(positions, ones_q, slots, ones_k, window)
             impl = "xla" if cfg.attention_impl == "splash" else cfg.attention_impl
-            out = dot_product_attention(q, k_cache.astype(dt), v_cache.astype(dt), mask, self.scale, impl)
+            out = cached_attention(q, k_cache.astype(dt), v_cache.astype(dt), mask, self.scale, impl)
             new_cache = (k_cache, v_cache)
         o = self.o[...].astype(dt)
         flat = out.reshape(*out.shape[:-2], -1)

@@ -103,7 +103,7 @@ class Sampler:
 
         ``Decoder.__call__`` slices its stacked weights inside the step, which XLA:CPU copies on every
         decoded token; here they are sliced once per ``generate`` call. Embedding, RoPE and the head are
-        the Decoder's own methods. ``caches``: per-layer ``(k, v)`` of shape [B, S, kv_heads, head_dim].
+        the Decoder's own methods. ``caches``: per-layer ``(k, v)`` of shape [B, kv_heads, S, head_dim] (head-major).
         """
         model = nnx.merge(self.graphdef, params)
         x = model.embed_tokens(tokens)
@@ -128,11 +128,11 @@ class Sampler:
         cfg = self.model_cfg
         b, t = tokens.shape
         hd = cfg.head_dim or cfg.d_model // cfg.num_heads
-        logical = ("batch", "cache_length", "kv_heads", "head_dim")
-        zeros = constrain(jnp.zeros((b, t, cfg.num_kv_heads, hd), dtype_of(cfg.dtype)), logical)
+        logical = ("batch", "kv_heads", "cache_length", "head_dim")
+        zeros = constrain(jnp.zeros((b, cfg.num_kv_heads, t, hd), dtype_of(cfg.dtype)), logical)
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         h, caches = self._forward(params, layers, tokens, positions, [(zeros, zeros)] * cfg.num_layers)
-        pad = lambda c: constrain(jnp.pad(c, ((0, 0), (0, cache_len - t), (0, 0), (0, 0))), logical)  # noqa: E731
+        pad = lambda c: constrain(jnp.pad(c, ((0, 0), (0, 0), (0, cache_len - t), (0, 0))), logical)  # noqa: E731
         last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
         return self._logits(params, last), [(pad(k), pad(v)) for k, v in caches]
 

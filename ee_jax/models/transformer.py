@@ -19,7 +19,7 @@ from ee_jax.models.attention import Attention
 from ee_jax.models.layers import GatedMLP, RMSNorm, dense, dtype_of, make_param, rope_inv_freq, rope_tables
 from ee_jax.parallel.rules import constrain
 
-KVCache = tuple[jax.Array, jax.Array]  # k, v: [layers, batch, length, kv_heads, head_dim]
+KVCache = tuple[jax.Array, jax.Array]  # k, v: [layers, batch, kv_heads, length, head_dim] (head-major)
 
 _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -185,8 +185,8 @@ class Decoder(nnx.Module):
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:
     """Zeroed KV cache for ``batch`` sequences of up to ``length`` tokens."""
     hd = cfg.head_dim or cfg.d_model // cfg.num_heads
-    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, hd)
+    shape = (cfg.num_layers, batch, cfg.num_kv_heads, length, hd)
     dtype = dtype or dtype_of(cfg.dtype)
     z = jnp.zeros(shape, dtype)
-    logical = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+    logical = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
     return constrain(z, logical), constrain(z, logical)
