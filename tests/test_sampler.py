@@ -130,3 +130,44 @@ def test_prompt_too_long_is_a_clear_error(model):
         s.generate([[5] * 250], max_new_tokens=64)
     with pytest.raises(ValueError, match="tokenizer"):
         s.generate(["text without tokenizer"])
+
+
+def test_inference_copy_once_per_policy_version_gathered_and_cast(tiny_config):
+    """Decoding reads a copy made once per params version: fsdp gathered, tensor kept, matrices cast."""
+    mesh = make_mesh(tiny_config("mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"))
+    gdef, params = init_params(CFG, mesh, seed=0)
+    assert any("fsdp" in str(a.sharding.spec) for a in jax.tree.leaves(params))  # trained fsdp-sharded
+    s = Sampler(gdef, params, CFG, mesh, cfg=SamplerConfig(batch_buckets=[4, 8]))
+    ref = [o.ids for o in Sampler(*init_params(CFG, single_device_mesh(), seed=0), CFG, single_device_mesh())
+           .generate([[5, 6], [7]], max_new_tokens=8, temperature=0)]
+    assert [o.ids for o in s.generate([[5, 6], [7]], max_new_tokens=8, temperature=0)] == ref
+    top, layers = s.inference_weights()
+    assert s.inference_weights()[1] is layers  # reused by the next call
+    specs = [str(a.sharding.spec) for a in jax.tree.leaves(layers)]
+    assert not any("fsdp" in sp for sp in specs) and any("tensor" in sp for sp in specs)
+    # a new policy version (as after an RL update) gets a new copy, and decodes with the new weights
+    _, params1 = init_params(CFG, mesh, seed=1)
+    s.params = params1
+    assert s.inference_weights()[1] is not layers
+    ref1 = [o.ids for o in Sampler(*init_params(CFG, single_device_mesh(), seed=1), CFG, single_device_mesh())
+            .generate([[5, 6], [7]], max_new_tokens=8, temperature=0)]
+    assert [o.ids for o in s.generate([[5, 6], [7]], max_new_tokens=8, temperature=0)] == ref1
+    # an explicit dtype casts the matrices only (norm scales are used in fp32)
+    bf = Sampler(gdef, params, CFG, mesh, cfg=SamplerConfig(batch_buckets=[4, 8], weights_dtype="bfloat16"))
+    dtypes = {(a.ndim, str(a.dtype)) for a in jax.tree.leaves(bf.inference_weights()[1])}
+    assert dtypes == {(1, "float32"), (2, "bfloat16"), (3, "bfloat16")}
+
+
+def test_auto_inference_dtype_of_a_bf16_model_is_bit_identical():
+    """model.dtype=bfloat16: each layer casts its fp32 weights to bf16 on use, so the bf16 inference copy
+    ("auto") gives exactly the tokens and log-probs of decoding from the fp32 weights."""
+    cfg = preset_config("ee-1m", vocab_size=64, d_model=32, num_heads=4, num_kv_heads=2, ffn_dim=64,
+                        num_layers=2, max_seq_len=256, init_std=0.3, dtype="bfloat16")
+    mesh = single_device_mesh()
+    gdef, params = init_params(cfg, mesh, seed=0)
+    auto = Sampler(gdef, params, cfg, mesh).generate([[5, 6, 7], [9]], max_new_tokens=12, temperature=0)
+    f32 = Sampler(gdef, params, cfg, mesh, cfg=SamplerConfig(weights_dtype="float32")).generate(
+        [[5, 6, 7], [9]], max_new_tokens=12, temperature=0)
+    assert {str(a.dtype) for a in jax.tree.leaves(Sampler(gdef, params, cfg, mesh).inference_weights()[1])
+            if a.ndim >= 2} == {"bfloat16"}
+    assert [(o.ids, o.logprobs) for o in auto] == [(o.ids, o.logprobs) for o in f32]

@@ -135,6 +135,9 @@ class SamplerConfig:
     stop: list[str] = field(default_factory=list)
     prefill_buckets: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
     batch_buckets: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    # The inference copy's weight dtype: "auto" casts every matrix to model.dtype (each layer casts it so on
+    # use anyway, so outputs are bit-identical; bf16 models decode from half the bytes), or float32 | bfloat16.
+    weights_dtype: str = "auto"
 
 
 @dataclass

@@ -80,6 +80,8 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         _fail("sampler.temperature", s.temperature, ">= 0 (0 = greedy)")
     if not 0 < s.top_p <= 1:
         _fail("sampler.top_p", s.top_p, "in (0, 1]")
+    if s.weights_dtype not in ("auto", "float32", "bfloat16"):
+        _fail("sampler.weights_dtype", s.weights_dtype, "auto | float32 | bfloat16")
     validate_env(cfg)
     validate_experience(cfg)
     validate_recipe(cfg)

@@ -9,9 +9,15 @@ greedy), before top-k/top-p truncation: what an RL loss needs as "old log-probs"
 Generation runs the decoder layer by layer over *per-layer* parameters and KV caches
 (:meth:`Sampler._forward`, which mirrors :class:`~ee_jax.models.transformer.Decoder`). Through
 ``apply_model``'s stacked ``[layers, ...]`` arrays, every decoded token re-sliced all layer weights
-and re-stacked the whole cache, a copy of both per token (BENCHMARKS.md, "Sampler (CPU)"). The
-per-layer weights are sliced once per ``generate`` call, which holds a second copy of the layer
-weights for its duration. Prefill computes logits only at each prompt's last position.
+and re-stacked the whole cache, a copy of both per token (BENCHMARKS.md, "Sampler (CPU)"). Prefill
+computes logits only at each prompt's last position.
+
+**The inference copy.** Decoding reads an inference copy of the weights, made once per policy version
+(when :attr:`Sampler.params` is set, e.g. after each RL update) rather than per call: the layer weights
+sliced per layer, every matrix cast to the model's compute dtype (``sampler.weights_dtype="auto"``: each
+layer casts it so on use, so outputs are bit-identical while a bf16 model decodes from half the bytes),
+and every array resharded for decoding: replicated over the data-parallel axes (``fsdp`` gathered once,
+not once per decoded token), split over ``tensor`` as in training.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ee_jax.config import ModelConfig, SamplerConfig
 from ee_jax.models.factory import apply_model
@@ -74,6 +80,29 @@ def _choose(logits, key, temperature, top_k: int, top_p, greedy: bool):
     return tok.astype(jnp.int32), jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
 
 
+def _in_layers(path) -> bool:
+    """Whether a parameter path is inside the stacked ``layers`` (decoding reads the per-layer copies)."""
+    return jax.tree_util.keystr(path).startswith("['layers']")
+
+
+def _decode_sharding(src, drop_first: bool):
+    """``src`` (a training sharding) with the ``fsdp`` axis gathered, for decoding; ``drop_first``: of one
+    layer's slice of a stacked ``[layers, ...]`` array."""
+    if not isinstance(src, NamedSharding):
+        return src
+    spec = list(src.spec)[1:] if drop_first else list(src.spec)
+
+    def keep(entry):
+        if entry == "fsdp":
+            return None
+        if isinstance(entry, tuple):
+            rest = tuple(e for e in entry if e != "fsdp")
+            return rest if len(rest) > 1 else (rest[0] if rest else None)
+        return entry
+
+    return NamedSharding(src.mesh, PartitionSpec(*[keep(e) for e in spec]))
+
+
 class Sampler:
     """Generate from, and score continuations under, a decoder's parameters.
 
@@ -82,21 +111,55 @@ class Sampler:
 
     def __init__(self, graphdef, params, model_cfg: ModelConfig, mesh, tokenizer=None,
                  cfg: SamplerConfig | None = None, chunk: int = 16):
+        self._inference = None
         self.graphdef, self.params, self.model_cfg = graphdef, params, model_cfg
         self.mesh, self.tokenizer, self.cfg, self.chunk = mesh, tokenizer, cfg or SamplerConfig(), chunk
         self.data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
         self._row_sharding = NamedSharding(mesh, logical_to_spec(("batch", "length")))
         self._layer_graphdef = nnx.split(nnx.merge(graphdef, params).layers)[0]
-        self._unstack = jax.jit(self._unstack_fn)
+        self._prepare = jax.jit(self._prepare_fn)
         self._prefill = jax.jit(self._prefill_fn, static_argnames=("cache_len",))
         self._decode = jax.jit(self._decode_fn, static_argnames=("steps", "top_k", "greedy"), donate_argnums=(2,))
         self._score = jax.jit(self._score_fn)
 
+    @property
+    def params(self):
+        """The policy's parameters; setting them (a new policy version) drops the inference copy."""
+        return self._params
+
+    @params.setter
+    def params(self, value) -> None:
+        self._params, self._inference = value, None
+
+    def inference_weights(self):
+        """``(params, layers)`` decoding reads: the non-layer weights (embedding, final norm, head) in
+        ``params`` and the per-layer states in ``layers``, cast and resharded (module docstring); made on
+        the first call after :attr:`params` was set, then reused."""
+        if self._inference is None:
+            with use_mesh(self.mesh):
+                top, layers = self._prepare(self._params)
+                stacked = nnx.split(nnx.merge(self.graphdef, self._params).layers)[1]
+                layers = [jax.tree.map(lambda a, src: jax.device_put(a, _decode_sharding(src.sharding, True)),
+                                       layer, stacked) for layer in layers]
+                top = jax.tree_util.tree_map_with_path(
+                    lambda path, a, src: a if _in_layers(path) else jax.device_put(
+                        a, _decode_sharding(src.sharding, False)), top, self._params)
+            self._inference = (top, layers)
+        return self._inference
+
     # ---- device functions -------------------------------------------------------------------
-    def _unstack_fn(self, params):
-        """The stacked layer params as a list of per-layer states (sliced once, not once per token)."""
+    def _cast(self, a):
+        """A matrix in the inference dtype (vectors, e.g. norm scales used in fp32, keep theirs)."""
+        w = self.cfg.weights_dtype
+        dt = dtype_of(self.model_cfg.dtype) if w == "auto" else jnp.dtype(w)
+        return a.astype(dt) if a.ndim >= 2 and jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    def _prepare_fn(self, params):
+        """The inference copy: non-layer weights cast (the stacked layers stay as they are: decoding
+        never reads them), and the stacked layer params as per-layer states, cast."""
+        top = jax.tree_util.tree_map_with_path(lambda path, a: a if _in_layers(path) else self._cast(a), params)
         stacked = nnx.split(nnx.merge(self.graphdef, params).layers)[1]
-        return [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.model_cfg.num_layers)]
+        return top, [jax.tree.map(lambda a, i=i: self._cast(a[i]), stacked) for i in range(self.model_cfg.num_layers)]
 
     def _forward(self, params, layers, tokens, positions, caches):
         """The decoder over pre-sliced per-layer ``layers`` and ``caches``: (hidden before the final norm, caches).
@@ -212,16 +275,16 @@ class Sampler:
             lengths[i] = len(e)
         stop_arr = self._stop_ids(stop_ids)
         key = self._keys(seed, n, b)
+        params, layers = self.inference_weights()
         with use_mesh(self.mesh):
-            layers = self._unstack(self.params)
             tok_dev = jax.device_put(tokens, self._row_sharding)
-            logits, cache = self._prefill(self.params, layers, tok_dev, jnp.asarray(lengths), cache_len=cache_len)
+            logits, cache = self._prefill(params, layers, tok_dev, jnp.asarray(lengths), cache_len=cache_len)
             done = jnp.asarray(np.arange(b) >= n)
             carry = (cache, logits, jnp.asarray(lengths), done)
             outs, lps = [], []
             for start in range(0, steps, self.chunk):
                 carry, out, lp = self._decode(
-                    self.params, layers, carry, jnp.asarray(stop_arr), self._fold_in(key, start),
+                    params, layers, carry, jnp.asarray(stop_arr), self._fold_in(key, start),
                     jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
                     steps=self.chunk, top_k=int(top_k), greedy=temperature == 0,
                 )
