@@ -137,15 +137,26 @@ class Sampler:
         the first call after :attr:`params` was set, then reused."""
         if self._inference is None:
             with use_mesh(self.mesh):
-                top, layers = self._prepare(self._params)
-                stacked = nnx.split(nnx.merge(self.graphdef, self._params).layers)[1]
-                layers = [jax.tree.map(lambda a, src: jax.device_put(a, _decode_sharding(src.sharding, True)),
-                                       layer, stacked) for layer in layers]
-                top = jax.tree_util.tree_map_with_path(
-                    lambda path, a, src: a if _in_layers(path) else jax.device_put(
-                        a, _decode_sharding(src.sharding, False)), top, self._params)
-            self._inference = (top, layers)
+                prepared = self._prepare(self._params)
+                self._inference = jax.device_put(prepared, self.inference_shardings(self._params, prepared))
         return self._inference
+
+    def inference_shardings(self, params, prepared):
+        """The shardings of ``prepared`` (the inference copy of ``params``, concrete or abstract): the
+        training shardings with ``fsdp`` gathered; the stacked layers inside ``params`` keep theirs."""
+        top, layers = prepared
+        stacked = nnx.split(nnx.merge(self.graphdef, params).layers)[1]
+        return (jax.tree_util.tree_map_with_path(
+                    lambda path, _, src: src.sharding if _in_layers(path) else _decode_sharding(src.sharding, False),
+                    top, params),
+                [jax.tree.map(lambda _, src: _decode_sharding(src.sharding, True), layer, stacked)
+                 for layer in layers])
+
+    def abstract_inference_weights(self, abs_params):
+        """The inference copy of abstract ``abs_params`` as ShapeDtypeStructs with their shardings (planning)."""
+        shapes = jax.eval_shape(self._prepare_fn, abs_params)
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes,
+                            self.inference_shardings(abs_params, shapes))
 
     # ---- device functions -------------------------------------------------------------------
     def _cast(self, a):

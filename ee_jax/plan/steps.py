@@ -265,8 +265,8 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
     decode chunk, as an RL step runs them.
 
     Residents: the policy's optimizer state, the reference policy (``rl.kl_coef`` > 0) and, for PPO, the critic
-    state, which the RL loop keeps while it samples. The per-layer weight copy the sampler slices once per
-    ``generate`` call is among the programs' arguments.
+    state, which the RL loop keeps while it samples. The sampler's inference copy (per-layer weights, ``fsdp``
+    gathered, matrices in the compute dtype; made once per policy version) is among the programs' arguments.
     """
     tx = rl_optimizer(cfg, cfg.rl.lr)
     graphdef, abs_params = abstract_model(cfg.model, mesh)
@@ -282,16 +282,14 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
     shape = rollout_shape(cfg, sampler)
     rep = NamedSharding(mesh, PartitionSpec())
     with use_mesh(mesh):
-        unstack = sampler._unstack.lower(abs_params).compile()
-    layers = jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), jax.eval_shape(sampler._unstack_fn, abs_params),
-                          unstack.output_shardings)
+        top, layers = sampler.abstract_inference_weights(abs_params)
     b, t, c = shape["rows"], shape["prompt_len"], shape["cache_len"]
     prefill = StepPlan("sampler:prefill", b * t, forward_flops_per_token(cfg.model, t // 2) * b * t,
                        param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
                        hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) + _cache_bytes(cfg, b, c, mesh))
     tokens = _sds((b, t), jnp.int32, sampler._row_sharding)
     lengths = _sds((b,), jnp.int32, rep)
-    compiled = _compile(prefill, mesh, sampler._prefill, abs_params, layers, tokens, lengths, cache_len=c)
+    compiled = _compile(prefill, mesh, sampler._prefill, top, layers, tokens, lengths, cache_len=c)
     chunk = shape["chunk"]
     decode = StepPlan("sampler:decode", b * chunk, forward_flops_per_token(cfg.model, c) * b * chunk,
                       param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
@@ -300,13 +298,13 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
         decode.oom = "not compiled: the prefill does not fit"
         return shape, [prefill, decode]
     logits_shape, cache_shape = jax.eval_shape(
-        lambda *a: sampler._prefill_fn(*a, cache_len=c), abs_params, layers, tokens, lengths)
+        lambda *a: sampler._prefill_fn(*a, cache_len=c), top, layers, tokens, lengths)
     outs = compiled.output_shardings
     logits = _sds(logits_shape.shape, logits_shape.dtype, outs[0])
     cache = jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), cache_shape, outs[1])
     carry = (cache, logits, _sds((b,), jnp.int32, rep), _sds((b,), jnp.bool_, rep))
     key = jax.eval_shape(lambda: jax.random.key(0))
-    _compile(decode, mesh, sampler._decode, abs_params, layers, carry, _sds((1,), jnp.int32, rep),
+    _compile(decode, mesh, sampler._decode, top, layers, carry, _sds((1,), jnp.int32, rep),
              _sds(key.shape, key.dtype, rep), _sds((), jnp.float32, rep), _sds((), jnp.float32, rep),
              steps=shape["chunk"], top_k=int(cfg.sampler.top_k), greedy=cfg.rl.temperature == 0)
     return shape, [prefill, decode]
