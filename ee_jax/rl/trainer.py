@@ -132,15 +132,15 @@ class _Models:
 
     def _update_one(self, state, grads_fn, add, apply, keys, arrays, micro_batches):
         """Sum gradients over the micro-batches, then one update with their token-mean:
-        ``(new state, summed metrics, grad norm)``."""
-        total, sums = None, {}
+        ``(new state, summed metrics, grad norm)``. Gradients and metric sums stay on the device until the
+        update is applied: the host waits once per update, not once per micro-batch."""
+        total, sums = None, None
         for idx in micro_batches:
             g, part = grads_fn(state.params, device_batch({k: arrays[k][idx] for k in keys}, self.mesh))
             total = g if total is None else add(total, g)
-            for k, v in jax.device_get(part).items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-        state, norm = apply(state, total, jnp.float32(sums["tokens"]))
-        return state, sums, float(norm)
+            sums = part if sums is None else jax.tree.map(jnp.add, sums, part)
+        state, norm = apply(state, total, sums["tokens"].astype(jnp.float32))
+        return state, {k: float(v) for k, v in jax.device_get(sums).items()}, float(norm)
 
     def as_dict(self) -> dict:
         d = self.state.as_dict()
