@@ -146,10 +146,6 @@ class RunDir:
         return self.path("run_summary.json")
 
     # --- writing and reading ----------------------------------------------------------------------
-    def write_text(self, path: str, text: str) -> None:
-        """Atomically write ``text`` to ``path`` (a path of this run), creating its folder."""
-        atomic_write_text(path, text)
-
     def write_json(self, path: str, obj, *, all_processes: bool = False) -> None:
         """Atomically write ``obj`` as JSON; by default only process 0 writes (the others share its file)."""
         if all_processes or jax.process_index() == 0:

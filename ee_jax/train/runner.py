@@ -101,7 +101,7 @@ class StageRunner:
         self.history: list[dict] = []
         self.score: float | None = None  # the current step's selection score, once evaluated
         self._progress, self._desc = progress, desc or stage
-        self._bar = None
+        self.bar = None  # the progress bar of run()
         self._pending: Deferred | None = None
         self._saved = {self.resumed_from}
         self._state_fn: Callable[[], dict] | None = None
@@ -111,8 +111,8 @@ class StageRunner:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        if self.bar is not None:
+            self.bar.close()
         self.ckpt.wait()
         self.ckpt.close()
         self.writer.close()
@@ -123,10 +123,6 @@ class StageRunner:
         restored, meta = self.ckpt.restore(self.resumed_from, target=target, data_iterator=data_iterator)
         self.evaluations = list(meta.get("evaluations", []))
         return restored, meta
-
-    @property
-    def bar(self):
-        return self._bar
 
     def metrics(self) -> dict[str, float]:
         """The newest step's host metrics (fetched and checked now if not yet)."""
@@ -164,7 +160,7 @@ class StageRunner:
         self._state_fn, self._data_iterator = state, data_iterator
         actions = list(actions)
         end = min(self.total, start + self.stop_after) if self.stop_after else self.total
-        self._bar = tqdm(total=self.total, initial=start, desc=self._desc,
+        self.bar = tqdm(total=self.total, initial=start, desc=self._desc,
                          disable=not self._progress or jax.process_index())
         with StopSignals() as stop:
             for i in range(start, end):
@@ -176,7 +172,7 @@ class StageRunner:
                 out = step(i)
                 self.settle()  # the previous step's metrics, checked one step late
                 self._pending, self.score, done = out, None, i + 1
-                self._bar.update(1)
+                self.bar.update(1)
                 for action in actions:
                     if action.schedule.due(done, end, self.total):
                         action.run(done)
