@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ee_jax.tokenizer.gguf_vocab import tokenizer_files
 from ee_jax.models.hf_export import check_out_dir, write_dir_atomically, write_safetensors
+from ee_jax.tokenizer.gguf_vocab import tokenizer_files
 
 __all__ = ["gguf_hf_config", "gguf_metadata", "gguf_state_dict", "import_gguf"]
 

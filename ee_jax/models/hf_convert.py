@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ee_jax.checkpoint.safetensors_io import leaf_value, flat_dict_to_state, named_leaves, state_to_flat_dict
+from ee_jax.checkpoint.safetensors_io import flat_dict_to_state, leaf_value, named_leaves, state_to_flat_dict
 from ee_jax.config import ModelConfig
 from ee_jax.models.transformer import layer_windows
 
