@@ -25,6 +25,7 @@ from ee_jax.eval import (
 )
 from ee_jax.eval.metrics import ENDED
 from ee_jax.experience.expert import play_trajectory
+from ee_jax.tokenizer import stop_token_ids
 from tests.test_serve import make_run
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -200,6 +201,16 @@ def test_untrained_policy_episodes_are_consistent_and_deterministic(tiny_policy)
             assert e["invalid"] == 2 and not e["transcript"][-1]["valid"]
     assert any(e["ended"] == "max_invalid" for e in eps)  # an untrained model mostly emits junk
     assert eps[0]["seed"] != eps[1]["seed"]  # samples of a task draw differently
+    # the rollout engine plays exactly what one generate() call per step plays (sampled, temperature 1)
+    stop = stop_token_ids(policy.tokenizer, policy.template)
+    for e, (t, s) in zip(eps, [(t, s) for t in tasks for s in (0, 1)]):
+        ep = start_episode(make_env("household", max_steps=4), t, tasks.index(t), s, cfg.seed)
+        while ep.ended is None:
+            prompt = policy.prompt_ids(ep.state(), cfg.prompt, cfg.eval.max_new_tokens)
+            reply = sampler.generate([prompt], max_new_tokens=cfg.eval.max_new_tokens, temperature=1.0,
+                                     stop_ids=stop, seed=[ep.step_seed()])[0]
+            advance_episode(ep, reply.text or "", cfg.eval.max_invalid)
+        assert ep.to_json() == e
 
     assert run_episodes(policy, cfg, "test", n_tasks=3, sampler=sampler, progress=False) == eps
     small = run_episodes(policy, _with_eval(cfg, batch_size=2), "test", n_tasks=3, sampler=sampler, progress=False)

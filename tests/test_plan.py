@@ -32,7 +32,7 @@ def test_v5e_plan_compiles_every_program_and_fits(v5e_plan):
     assert p["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
     names = [s["name"] for s in p["steps"]]
     assert names == ["train", "grpo+ppo:policy_grads", "grpo+ppo:accumulate", "grpo+ppo:apply_update",
-                     "ppo:critic_grads", "ppo:critic_update", "sampler:prefill", "sampler:decode"]
+                     "ppo:critic_grads", "ppo:critic_update", "rollout:extend", "rollout:decode"]
     for s in p["steps"]:
         assert s["fits"] and not s["oom"], s["name"]
         assert 0 < s["peak_bytes"] <= s["hbm_bytes"]

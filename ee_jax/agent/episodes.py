@@ -1,10 +1,10 @@
-"""The policy acting in its environment: episodes on a fixed task list, batched in lockstep.
+"""The policy acting in its environment: episodes on a fixed task list, played on the rollout engine.
 
 Every evaluated method sees the same tasks, ``env.make_tasks(split, n)`` (the first ``n`` of the
-split), ``eval.samples`` episodes each. At each step the prompts of all active episodes go to one
-``sampler.generate`` call (in chunks of ``eval.batch_size`` rows), each row with its own seed derived
-from (seed, task index, sample index, step): an episode's actions do not depend on what it is batched
-with. A state is built exactly as expert collection builds it
+split), ``eval.samples`` episodes each. Episodes run on :class:`~ee_jax.models.engine.RolloutEngine`
+(``eval.batch_size`` rows, continuous batching, each episode's KV cache kept between its turns); every
+turn samples with its own seed derived from (seed, task index, sample index, step): an episode's actions
+do not depend on what it is batched with. A state is built exactly as expert collection builds it
 (:func:`~ee_jax.experience.expert.play_trajectory`): the task's goal, every earlier (action,
 observation) step, the current observation and the admissible actions read before acting; the prompt is
 :meth:`~ee_jax.agent.policy.Policy.prompt_ids` of that state, and the reply is parsed with
@@ -16,12 +16,14 @@ An episode ends when it is won, when the environment ends it (``done``: lost), a
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+
+from tqdm import tqdm
 
 from ee_jax.config import Config
 from ee_jax.envs.base import Env, Task
-from ee_jax.envs.registry import BUILTIN, make_env_from_config
+from ee_jax.envs.registry import make_env_from_config
+from ee_jax.models.engine import Turn, rollout_engine
 from ee_jax.records.prompts import parse_action
 from ee_jax.records.schema import State, Step
 from ee_jax.seeds import unit_seed
@@ -108,14 +110,14 @@ def eval_difficulty(cfg: Config) -> int | None:
     return cfg.eval.difficulty or cfg.env.difficulty or None
 
 
-def heavy_env(env_name: str) -> bool:
-    """Environments whose instances are expensive (a JVM each): reuse a few instead of one per episode."""
-    return env_name not in BUILTIN
-
-
 def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None, sampler=None,
-                 progress: bool = True, seed: int | None = None) -> list[dict]:
+                 progress: bool = True, seed: int | None = None, engine_stats: dict | None = None) -> list[dict]:
     """Episodes of ``policy`` on the first ``n_tasks`` (default ``eval.tasks``) tasks of ``split``.
+
+    Played on the sampler's :class:`~ee_jax.models.engine.RolloutEngine` with ``eval.batch_size`` rows:
+    an episode keeps its row (and the KV cache of its earlier turns) until it ends, then the row takes
+    the next pending episode. Each turn samples with the episode's own seed for that step, so an
+    episode's actions do not depend on which episodes share the batch.
 
     Args:
         policy: a :class:`~ee_jax.agent.policy.Policy` (tokenizer, template, context length).
@@ -126,12 +128,11 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
             ``policy.sampler()``.
         progress: show a tqdm bar over episodes.
         seed: default ``cfg.seed``.
+        engine_stats: if given, updated with the engine's counters for this call (:class:`EngineStats`).
 
     Returns:
         One dict per episode (see :meth:`Episode.to_json`), in (task, sample) order.
     """
-    from tqdm import tqdm
-
     e = cfg.eval
     n_tasks = e.tasks if n_tasks is None else int(n_tasks)
     seed = cfg.seed if seed is None else int(seed)
@@ -139,54 +140,44 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
     stop_ids = stop_token_ids(policy.tokenizer, policy.template)
     envs = [make_env_from_config(cfg.env)]
     free = list(envs)
+    finished: dict[tuple[int, int], dict] = {}
     try:
         tasks = envs[0].make_tasks(split, n_tasks, difficulty=eval_difficulty(cfg))
-        pending = collections.deque((i, s) for i in range(len(tasks)) for s in range(e.samples))
-        # one live environment per episode for the built-ins; a JVM per episode would not fit in memory
-        slots = min(e.batch_size, len(pending)) if heavy_env(cfg.env.name) else len(pending)
-        active: list[Episode] = []
-        finished: dict[tuple[int, int], dict] = {}
-        bar = tqdm(total=len(pending), desc=f"eval {cfg.env.name}/{split}", unit="ep", disable=not progress)
-        step = 0
+        order = [(i, s) for i in range(len(tasks)) for s in range(e.samples)]
+        engine = rollout_engine(sampler, max(1, min(e.batch_size, len(order))))
+        before = dataclasses.replace(engine.stats)
+        bar = tqdm(total=len(order), desc=f"eval {cfg.env.name}/{split}", unit="ep", disable=not progress)
+
+        def turn(ep: Episode) -> Turn:
+            return Turn(ep, policy.prompt_ids(ep.state(), cfg.prompt, e.max_new_tokens), ep.step_seed())
+
+        def first_turns():
+            for i, s in order:  # an environment per live episode, made as rows free up
+                if not free:
+                    envs.append(make_env_from_config(cfg.env))
+                    free.append(envs[-1])
+                yield turn(start_episode(free.pop(), tasks[i], i, s, seed))
+
+        def on_reply(t: Turn, sample) -> Turn | None:
+            ep = t.session
+            if not advance_episode(ep, sample.text or "", e.max_invalid):
+                return turn(ep)
+            finished[(ep.task_index, ep.sample)] = ep.to_json()
+            free.append(ep.env)
+            ep.env = None
+            bar.update(1)
+            bar.set_postfix(success=f"{sum(f['won'] for f in finished.values())}/{len(finished)}")
+            return None
+
         try:
-            while pending or active:
-                while pending and len(active) < slots:
-                    if not free:
-                        envs.append(make_env_from_config(cfg.env))
-                        free.append(envs[-1])
-                    env = free.pop()
-                    i, s = pending.popleft()
-                    active.append(start_episode(env, tasks[i], i, s, seed))
-                replies = _act(policy, sampler, cfg, active, stop_ids)
-                still = []
-                for ep, reply in zip(active, replies):
-                    if advance_episode(ep, reply, e.max_invalid):
-                        finished[(ep.task_index, ep.sample)] = ep.to_json()
-                        free.append(ep.env)
-                        ep.env = None
-                        bar.update(1)
-                    else:
-                        still.append(ep)
-                active = still
-                step += 1
-                won = sum(f["won"] for f in finished.values())
-                bar.set_postfix(step=step, active=len(active), success=f"{won}/{len(finished)}")
+            engine.run(first_turns(), on_reply, max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                       stop_ids=stop_ids)
         finally:
             bar.close()
+        if engine_stats is not None:
+            after = engine.stats.to_json()
+            engine_stats.update({k: v - getattr(before, k) for k, v in after.items() if hasattr(before, k)})
         return [finished[key] for key in sorted(finished)]
     finally:
         for env in envs:
             env.close()
-
-
-def _act(policy, sampler, cfg: Config, active: list[Episode], stop_ids: list[int]) -> list[str]:
-    """One reply per active episode: their prompts in chunks of ``eval.batch_size`` rows."""
-    e = cfg.eval
-    prompts = [policy.prompt_ids(ep.state(), cfg.prompt, e.max_new_tokens) for ep in active]
-    seeds = [ep.step_seed() for ep in active]
-    replies: list[str] = []
-    for start in range(0, len(prompts), e.batch_size):
-        out = sampler.generate(prompts[start:start + e.batch_size], max_new_tokens=e.max_new_tokens,
-                               temperature=e.temperature, stop_ids=stop_ids, seed=seeds[start:start + e.batch_size])
-        replies += [s.text or "" for s in out]
-    return replies

@@ -175,6 +175,10 @@ class PromptConfig:
     """The one state renderer: how a state becomes the text every stage trains and acts on."""
 
     history_window: int = 4  # past (action, observation) steps shown
+    # sliding: exactly the last history_window steps (the prompt's start changes every turn once full);
+    # append: from history_window to 2*history_window-1 steps, the window restarting every history_window
+    # turns, so consecutive prompts share their history and the rollout engine reuses its cache
+    history_mode: str = "sliding"
     max_observation_chars: int = 1200  # longer observations keep their head and tail
     show_admissible: bool = True  # list admissible actions (closed action spaces)
     max_admissible: int = 64  # list at most this many (sorted); the rest are summarised as a count

@@ -139,6 +139,8 @@ def validate_experience(cfg: Config) -> None:
               f"<= experience.reflect.max_words={x.reflect.max_words}")
     if cfg.prompt.history_window < 0:
         _fail("prompt.history_window", cfg.prompt.history_window, "a non-negative integer")
+    if cfg.prompt.history_mode not in ("sliding", "append"):
+        _fail("prompt.history_mode", cfg.prompt.history_mode, "'sliding' or 'append'")
     if cfg.data.host_sharding not in ("rows", "records"):
         _fail("data.host_sharding", cfg.data.host_sharding, "'rows' or 'records'")
     for name, w in cfg.data.sr_mix.items():

@@ -29,6 +29,7 @@ from ee_jax.envs.branching import branch_trajectory
 from ee_jax.envs.pool import EnvPool
 from ee_jax.envs.registry import make_env_from_config
 from ee_jax.experience.expert import KIND as EXPERT
+from ee_jax.models.engine import rollout_engine
 from ee_jax.records.prompts import parse_action
 from ee_jax.records.schema import State, make_record, record_state
 from ee_jax.records.store import read_shard, run_sharded_stage, shard_path, stage_input
@@ -116,11 +117,9 @@ class PolicyProposer:
             for j in range(n_each):
                 rows.append(ids)
                 seeds.append(unit_seed(self.cfg.seed, *key, j))
-        replies: list[str] = []
-        for start in range(0, len(rows), self.max_rows):
-            out = self.sampler.generate(rows[start:start + self.max_rows], max_new_tokens=x.max_new_tokens,
-                                        temperature=x.temperature, seed=seeds[start:start + self.max_rows])
-            replies += [parse_action(s.text or "") for s in out]
+        out = rollout_engine(self.sampler, min(self.max_rows, max(1, len(rows)))).generate(
+            rows, seeds, max_new_tokens=x.max_new_tokens, temperature=x.temperature)
+        replies = [parse_action(s.text or "") for s in out]
         return [replies[i * n_each:(i + 1) * n_each] for i in range(len(states))]
 
 

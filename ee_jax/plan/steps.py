@@ -27,9 +27,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ee_jax.config import Config
 from ee_jax.data.batch import BATCH_KEYS, batch_sharding
 from ee_jax.models.accounting import forward_flops_per_token, param_count, train_flops_per_token
+from ee_jax.models.engine import RolloutEngine
 from ee_jax.models.factory import abstract_model
 from ee_jax.models.sampler import Sampler
-from ee_jax.parallel.rules import use_mesh
+from ee_jax.parallel.rules import logical_to_spec, use_mesh
 from ee_jax.plan.hlo import collectives
 from ee_jax.rl.critic import CRITIC_HEAD, abstract_critic
 from ee_jax.rl.step import (
@@ -249,20 +250,20 @@ ROLLOUT_CHUNK = 16  # the decode chunk RL rollouts and evaluation use (the Sampl
 
 
 def rollout_shape(cfg: Config, sampler: Sampler) -> dict[str, int]:
-    """The sampler's shapes for one RL rollout batch: ``rl.tasks_per_step`` x ``rl.group_size`` prompts, the
-    longest that still leaves room for a reply within ``model.max_seq_len``, as ``Sampler.generate`` buckets
-    them."""
+    """The rollout engine's shapes for one RL step: ``rl.tasks_per_step`` x ``rl.group_size`` rows (bucketed),
+    the widest prefill (a whole prompt that still leaves room for a reply within ``model.max_seq_len``) and
+    the engine's cache of ``model.max_seq_len`` slots, read whole by the last decode chunks."""
     r = cfg.rl
     max_new = r.max_new_tokens or cfg.eval.max_new_tokens
-    rows, prompt, _, cache = sampler.shapes(r.tasks_per_step * r.group_size, cfg.model.max_seq_len - max_new,
-                                            max_new)
-    return {"rows": rows, "prompt_len": prompt, "cache_len": cache, "chunk": sampler.chunk,
+    rows, prompt, _, _ = sampler.shapes(r.tasks_per_step * r.group_size, cfg.model.max_seq_len - max_new, max_new)
+    cache = cfg.model.max_seq_len
+    return {"rows": rows, "prompt_len": min(prompt, cache), "cache_len": cache, "chunk": sampler.chunk,
             "max_new_tokens": max_new}
 
 
 def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) -> tuple[dict, list[StepPlan]]:
-    """``(rollout shape, [prefill, decode])``: the sampler's prefill of one rollout batch of prompts and one
-    decode chunk, as an RL step runs them.
+    """``(rollout shape, [extend, decode])``: the rollout engine's (:mod:`ee_jax.models.engine`) prefill of a
+    whole prompt into every row and one decode chunk over the whole cache, as an RL step runs them.
 
     Residents: the policy's optimizer state, the reference policy (``rl.kl_coef`` > 0) and, for PPO, the critic
     state, which the RL loop keeps while it samples. The sampler's inference copy (per-layer weights, ``fsdp``
@@ -280,34 +281,33 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
     note = "optimizer state" + (" + reference policy" if cfg.rl.kl_coef else "") + (" + critic" if critic else "")
     sampler = Sampler(graphdef, abs_params, cfg.model, mesh, cfg=cfg.sampler, chunk=ROLLOUT_CHUNK)
     shape = rollout_shape(cfg, sampler)
+    engine = RolloutEngine(sampler, shape["rows"], cache_len=shape["cache_len"])
     rep = NamedSharding(mesh, PartitionSpec())
     with use_mesh(mesh):
         top, layers = sampler.abstract_inference_weights(abs_params)
+        carry_shape = jax.eval_shape(engine._init_fn)
     b, t, c = shape["rows"], shape["prompt_len"], shape["cache_len"]
-    prefill = StepPlan("sampler:prefill", b * t, forward_flops_per_token(cfg.model, t // 2) * b * t,
-                       param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
-                       hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) + _cache_bytes(cfg, b, c, mesh))
-    tokens = _sds((b, t), jnp.int32, sampler._row_sharding)
-    lengths = _sds((b,), jnp.int32, rep)
-    compiled = _compile(prefill, mesh, sampler._prefill, top, layers, tokens, lengths, cache_len=c)
+    cache_sharding = NamedSharding(mesh, logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim")))
+    carry = (jax.tree.map(lambda a: _sds(a.shape, a.dtype, cache_sharding), carry_shape[0]),
+             *(_sds(a.shape, a.dtype, rep) for a in carry_shape[1:]))
+    extend = StepPlan("rollout:extend", b * t, forward_flops_per_token(cfg.model, t // 2) * b * t,
+                      param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
+                      hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) + 2 * _cache_bytes(cfg, b, c, mesh))
+    rows = _sds((b,), jnp.int32, rep)
+    compiled = _compile(extend, mesh, engine._extend, top, layers, carry, rows,
+                        _sds((b, t), jnp.int32, sampler._row_sharding), rows, rows)
     chunk = shape["chunk"]
-    decode = StepPlan("sampler:decode", b * chunk, forward_flops_per_token(cfg.model, c) * b * chunk,
+    decode = StepPlan("rollout:decode", b * chunk, forward_flops_per_token(cfg.model, c) * b * chunk,
                       param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
                       hbm_traffic_bytes=chunk * (weight_stream_bytes(cfg, mesh) + _cache_bytes(cfg, b, c, mesh)))
     if compiled is None:
         decode.oom = "not compiled: the prefill does not fit"
-        return shape, [prefill, decode]
-    logits_shape, cache_shape = jax.eval_shape(
-        lambda *a: sampler._prefill_fn(*a, cache_len=c), top, layers, tokens, lengths)
-    outs = compiled.output_shardings
-    logits = _sds(logits_shape.shape, logits_shape.dtype, outs[0])
-    cache = jax.tree.map(lambda a, s: _sds(a.shape, a.dtype, s), cache_shape, outs[1])
-    carry = (cache, logits, _sds((b,), jnp.int32, rep), _sds((b,), jnp.bool_, rep))
-    key = jax.eval_shape(lambda: jax.random.key(0))
-    _compile(decode, mesh, sampler._decode, top, layers, carry, _sds((1,), jnp.int32, rep),
-             _sds(key.shape, key.dtype, rep), _sds((), jnp.float32, rep), _sds((), jnp.float32, rep),
-             steps=shape["chunk"], top_k=int(cfg.sampler.top_k), greedy=cfg.rl.temperature == 0)
-    return shape, [prefill, decode]
+        return shape, [extend, decode]
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), b))
+    _compile(decode, mesh, engine._decode, top, layers, carry, _sds((b,), jnp.bool_, rep),
+             _sds((1,), jnp.int32, rep), _sds(keys.shape, keys.dtype, rep), _sds((), jnp.float32, rep),
+             _sds((), jnp.float32, rep), view=c, top_k=int(cfg.sampler.top_k), greedy=cfg.rl.temperature == 0)
+    return shape, [extend, decode]
 
 
 def abstract_inputs_note(cfg: Config) -> dict[str, Any]:

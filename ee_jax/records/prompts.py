@@ -34,15 +34,31 @@ def clip_text(text: str, limit: int) -> str:
     return text[:head] + _ELLIPSIS + text[len(text) - (keep - head):]
 
 
+def history_start(n: int, cfg: PromptConfig) -> int:
+    """The first of ``n`` past steps a prompt shows. ``sliding``: the last ``history_window``. ``append``: the
+    window starts at a multiple of ``history_window`` and grows to ``2 * history_window - 1`` steps before it
+    moves on, so each prompt extends the previous one for ``history_window`` turns (always at least as much
+    history as ``sliding`` shows)."""
+    w = cfg.history_window
+    if w <= 0:
+        return n
+    if cfg.history_mode == "append":
+        return w * max(0, (n - w) // w)
+    return max(0, n - w)
+
+
 def context_lines(state: State, cfg: PromptConfig) -> list[str]:
     """Task, the last ``history_window`` steps and the current observation: the situation every
     prompt (policy, world model, reflection) starts from."""
     lines = [f"Task: {state.goal}"]
-    window = state.history[len(state.history) - cfg.history_window:] if cfg.history_window else ()
+    first = history_start(len(state.history), cfg)
+    window = state.history[first:]
     if window:
-        skipped = len(state.history) - len(window)
-        lines.append("Previous steps" + (f" (the last {len(window)} of {len(state.history)})" if skipped else "")
-                     + ":")
+        if cfg.history_mode == "append":  # a header that stays the same while the window grows
+            lines.append("Previous steps" + (f" (from step {first + 1})" if first else "") + ":")
+        else:
+            lines.append("Previous steps" + (f" (the last {len(window)} of {len(state.history)})" if first else "")
+                         + ":")
         for s in window:
             lines.append(f"> {s.action}")
             lines.append(clip_text(s.observation, cfg.max_observation_chars))

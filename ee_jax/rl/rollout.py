@@ -5,9 +5,10 @@ renderer, action parser, invalid-action and step limits) that also keeps, per tu
 policy read, the reply ids it *generated* and their sampling log-probabilities. Training uses these ids
 as they are: generated text is never re-tokenized.
 
-All episodes of one call act in lockstep: one ``sampler.generate`` per step over every active episode
-(in chunks of ``chunk_rows``), each row with its own seed derived from (seed, group, member, turn), so an
-episode does not depend on what it is batched with and a resumed run replays the same rollouts.
+Episodes are played on the sampler's :class:`~ee_jax.models.engine.RolloutEngine` (``chunk_rows`` rows,
+continuous batching, each episode's KV cache kept between its turns); every turn samples with its own
+seed derived from (seed, group, member, turn), so an episode does not depend on what it is batched with
+and a resumed run replays the same rollouts.
 
 Two kinds of episode start:
 
@@ -20,17 +21,17 @@ Two kinds of episode start:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import time
 
 from tqdm import tqdm
 
-from ee_jax.agent.episodes import Episode, advance_episode, heavy_env, start_episode
+from ee_jax.agent.episodes import Episode, advance_episode, start_episode
 from ee_jax.config import Config
 from ee_jax.envs.base import Task
 from ee_jax.envs.registry import make_env_from_config
+from ee_jax.models import engine
 from ee_jax.records.prompts import action_target
 from ee_jax.records.schema import Step
 from ee_jax.seeds import unit_seed
@@ -138,7 +139,7 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
         branches: branch starts; group ``BranchStart.group``.
         seed: sampling seed of this call (the RL step's).
         make_env: ``() -> Env`` (default: the config's environment).
-        chunk_rows: prompts per sampler call.
+        chunk_rows: rows of the rollout engine (episodes decoding at once).
         stats: if given, filled with ``env_s`` (time in the environments), ``sample_s`` (in the sampler),
             ``generated_tokens`` and ``env_steps``.
 
@@ -147,37 +148,47 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
     """
     r = cfg.rl
     ctx = _RolloutContext(policy, sampler, cfg, seed, r.max_new_tokens or cfg.eval.max_new_tokens,
-                          r.max_invalid or cfg.eval.max_invalid, RewardSpec.from_config(cfg), chunk_rows)
+                          r.max_invalid or cfg.eval.max_invalid, RewardSpec.from_config(cfg))
     make_env = make_env or (lambda: make_env_from_config(with_turn_limit(cfg)))
     starts: list[tuple] = [(t, f"task:{t.id}", m, None) for t in (tasks or []) for m in range(group_size)]
     starts += [(b.task, b.group, b.member, b) for b in (branches or [])]
-    pending = collections.deque(enumerate(starts))
-    slots = min(cfg.eval.batch_size, len(pending)) if heavy_env(cfg.env.name) else len(pending)
-    free, envs, active, done = [], [], [], {}
+    free, envs, done = [], [], {}
     bar = tqdm(total=len(starts), desc="rollouts", unit="ep", disable=not progress)
+
+    def finish(lv: _Live) -> None:
+        done[lv.index] = Rollout(lv.group, lv.member, lv.ep.task.id, lv.ep.seed, lv.turns, lv.ep.won,
+                                 lv.ep.score, lv.ep.invalid, lv.ep.ended)
+        free.append(lv.ep.env)
+        bar.update(1)
+
+    def first_turns():
+        for index, start in enumerate(starts):  # an environment per live episode, made as rows free up
+            if not free:
+                envs.append(make_env())
+                free.append(envs[-1])
+            lv = ctx.begin(free.pop(), index, *start)
+            if lv.forced is not None and ctx.take_turn(lv, None):  # a branch whose forced action ended it
+                finish(lv)
+                continue
+            yield ctx.request(lv)
+
+    def on_reply(req: engine.Turn, smp) -> engine.Turn | None:
+        lv = req.session
+        if ctx.take_turn(lv, (req.prompt, smp)):
+            finish(lv)
+            return None
+        return ctx.request(lv)
+
+    rollout_engine = engine.rollout_engine(sampler, max(1, min(chunk_rows, len(starts))))
+    t_run = time.perf_counter()
     try:
-        while pending or active:
-            while pending and len(active) < slots:  # refill: a finished episode's env takes the next start
-                if not free:
-                    envs.append(make_env())
-                    free.append(envs[-1])
-                index, start = pending.popleft()
-                active.append(ctx.begin(free.pop(), index, *start))
-            replies = ctx.sample([lv for lv in active if lv.forced is None])
-            still = []
-            for lv in active:
-                if ctx.take_turn(lv, replies.get(id(lv))):
-                    done[lv.index] = Rollout(lv.group, lv.member, lv.ep.task.id, lv.ep.seed, lv.turns,
-                                             lv.ep.won, lv.ep.score, lv.ep.invalid, lv.ep.ended)
-                    free.append(lv.ep.env)
-                    bar.update(1)
-                else:
-                    still.append(lv)
-            active = still
+        rollout_engine.run(first_turns(), on_reply, max_new_tokens=ctx.max_new, temperature=r.temperature,
+                           stop_ids=ctx.stop_ids)
     finally:
         bar.close()
         for env in envs:
             env.close()
+        ctx.timing["sample_s"] = time.perf_counter() - t_run - ctx.timing["env_s"]
         if stats is not None:
             stats.update(ctx.timing)
     return [done[i] for i in sorted(done)]
@@ -186,10 +197,9 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
 class _RolloutContext:
     """What every turn of one :func:`collect_rollouts` call shares, and its timing counters."""
 
-    def __init__(self, policy, sampler, cfg: Config, seed: int, max_new: int, max_invalid: int,
-                 reward: RewardSpec, chunk_rows: int):
+    def __init__(self, policy, sampler, cfg: Config, seed: int, max_new: int, max_invalid: int, reward: RewardSpec):
         self.policy, self.sampler, self.cfg, self.seed = policy, sampler, cfg, seed
-        self.max_new, self.max_invalid, self.reward, self.chunk_rows = max_new, max_invalid, reward, chunk_rows
+        self.max_new, self.max_invalid, self.reward = max_new, max_invalid, reward
         self.stop_ids = stop_token_ids(policy.tokenizer, policy.template)
         self.timing = {"env_s": 0.0, "sample_s": 0.0, "generated_tokens": 0, "env_steps": 0}
 
@@ -204,20 +214,10 @@ class _RolloutContext:
         self.timing["env_s"] += time.perf_counter() - t_env
         return live
 
-    def sample(self, acting: list[_Live]) -> dict[int, tuple]:
-        """One sampler pass over the episodes that act now: ``{id(live): (prompt ids, sample)}``."""
-        cfg = self.cfg
-        prompts = [self.policy.prompt_ids(lv.ep.state(), cfg.prompt, self.max_new) for lv in acting]
-        seeds = [unit_seed(self.seed, lv.group, lv.member, len(lv.turns)) for lv in acting]
-        samples, n = [], self.chunk_rows
-        t_sample = time.perf_counter()
-        for s in range(0, len(prompts), n):
-            samples += self.sampler.generate(prompts[s:s + n], max_new_tokens=self.max_new,
-                                             temperature=cfg.rl.temperature, stop_ids=self.stop_ids,
-                                             seed=seeds[s:s + n])
-        self.timing["sample_s"] += time.perf_counter() - t_sample
-        self.timing["generated_tokens"] += sum(len(smp.ids) for smp in samples)
-        return {id(lv): (p, smp) for lv, p, smp in zip(acting, prompts, samples)}
+    def request(self, lv: _Live) -> engine.Turn:
+        """The engine request of ``lv``'s next turn: its prompt and the turn's seed (seed, group, member, turn)."""
+        prompt = self.policy.prompt_ids(lv.ep.state(), self.cfg.prompt, self.max_new)
+        return engine.Turn(lv, prompt, unit_seed(self.seed, lv.group, lv.member, len(lv.turns)))
 
     def take_turn(self, lv: _Live, reply: tuple | None) -> bool:
         """Play ``lv``'s forced action or sampled ``reply``; record the turn and its reward; True when
@@ -232,6 +232,7 @@ class _RolloutContext:
         else:
             prompt, smp = reply
             text = smp.text or ""
+            self.timing["generated_tokens"] += len(smp.ids)
             turn = Turn(prompt, list(smp.ids), list(smp.logprobs), 0.0, True, state_key(prompt),
                         truncated=smp.finish_reason == "length")
         t_env = time.perf_counter()

@@ -33,6 +33,7 @@ from ee_jax.experience.reflect.chat_client import ChatClient
 from ee_jax.experience.reflect.grounded import GROUNDED_VERSION, grounded_rationale
 from ee_jax.experience.reflect.oracle_rationale import RATIONALE_VERSION, oracle_template_rationale
 from ee_jax.experience.reflect.reflection import PROMPT_VERSION, ReflectionCase, case_seed, reflection_messages
+from ee_jax.models.engine import rollout_engine
 from ee_jax.records.prompts import shrinking_prompt_cfgs
 from ee_jax.tokenizer import render_prompt
 
@@ -170,19 +171,18 @@ class SelfGenerator(_Errors):
                                    f"with max_new_tokens={self.cfg.max_new_tokens}, even with less history")
             else:
                 todo.append((i, [int(x) for x in ids]))
-        for start in range(0, len(todo), self.cfg.batch_size):
-            batch = todo[start:start + self.cfg.batch_size]
-            seeds = [case_seed(seed, cases[i]) for i, _ in batch]
-            try:
-                samples = self._sampler.generate([ids for _, ids in batch], max_new_tokens=self.cfg.max_new_tokens,
-                                                 temperature=self.cfg.temperature, seed=seeds)
-            except Exception as e:  # counted per case; a broken batch does not stop the stage
-                for i, _ in batch:
-                    self._failed(cases[i], f"sampler: {type(e).__name__}: {e}")
-                continue
-            for (i, _), s in zip(batch, samples):
-                text = s.text if s.text is not None else self.policy.tokenizer.decode(s.ids)
-                out[i] = clean_reply(text)
+        seeds = [case_seed(seed, cases[i]) for i, _ in todo]
+        engine = rollout_engine(self._sampler, min(self.cfg.batch_size, max(1, len(todo))))
+        try:
+            samples = engine.generate([ids for _, ids in todo], seeds, max_new_tokens=self.cfg.max_new_tokens,
+                                      temperature=self.cfg.temperature)
+        except Exception as e:  # counted per case; the stage goes on (its other shards)
+            for i, _ in todo:
+                self._failed(cases[i], f"sampler: {type(e).__name__}: {e}")
+            return out
+        for (i, _), s in zip(todo, samples):
+            text = s.text if s.text is not None else self.policy.tokenizer.decode(s.ids)
+            out[i] = clean_reply(text)
         return out
 
 
