@@ -36,14 +36,16 @@ SETTINGS = ["model.preset=ee-1m", "model.max_seq_len=1024", "tokenizer.vocab_siz
 
 def build(run_dir: str, extra: list[str]) -> None:
     """Expert data, tokenizer and the ``il`` checkpoint in ``run_dir`` (skipped when it is there)."""
-    from ee_jax.config import load_config
+    from ee_jax.config import load_config, save_config
     from ee_jax.data.tokenizer_corpus import ensure_tokenizer
     from ee_jax.experience.collect import run_stage
     from ee_jax.train.recipes import train_method
 
+    cfg = load_config(None, [f"run_dir={run_dir}", *SETTINGS, *extra])
+    os.makedirs(run_dir, exist_ok=True)
+    save_config(cfg, os.path.join(run_dir, "config.yaml"))
     if os.path.isfile(os.path.join(run_dir, "bench-built")):
         return
-    cfg = load_config(None, [f"run_dir={run_dir}", *SETTINGS, *extra])
     run_stage(cfg, "expert", progress=False)
     ensure_tokenizer(cfg)
     train_method(cfg, "il", progress=False)

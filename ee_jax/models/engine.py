@@ -14,8 +14,8 @@ episode re-prefills its whole prompt, and a batch waits for its slowest row. The
   a row whose turn ended (EOS / stop id, a stop string, ``max_new_tokens``) hands its reply to
   ``on_reply``, which returns the session's next turn (prefilled into the same row before the next
   chunk) or ``None`` (the row takes the next pending session). No row waits for another's episode.
-* **Valid prefix only.** Each decode call attends a view of the cache cut to the longest live row
-  (bucketed), not the whole context.
+* **Valid prefix only.** Each decode call, and each prefill, attends a view of the cache cut to the
+  longest row it serves (bucketed), not the whole context.
 
 Outputs equal :meth:`Sampler.generate`'s: a turn's reply is sampled with the same per-row key
 (``seed``, decode step) and the same device functions (tests compare greedy and sampled replies token
@@ -105,7 +105,7 @@ class RolloutEngine:
         self.chunk = sampler.chunk
         self.stats = EngineStats()
         self._init = jax.jit(self._init_fn)
-        self._extend = jax.jit(self._extend_fn, donate_argnums=(2,))
+        self._extend = jax.jit(self._extend_fn, static_argnames=("view",), donate_argnums=(2,))
         self._decode = jax.jit(self._decode_fn, static_argnames=("view", "top_k", "greedy"), donate_argnums=(2,))
         self._keys = jax.jit(jax.vmap(lambda s, o: jax.random.fold_in(jax.random.key(s), o)))
 
@@ -118,16 +118,18 @@ class RolloutEngine:
         cache = [(zeros(), zeros()) for _ in range(cfg.num_layers)]
         return cache, jnp.zeros((b, cfg.vocab_size), jnp.float32), jnp.zeros((b,), jnp.int32), jnp.ones((b,), bool)
 
-    def _extend_fn(self, params, layers, carry, rows, tokens, starts, lengths):
+    def _extend_fn(self, params, layers, carry, rows, tokens, starts, lengths, *, view):
         """Write ``tokens`` [R, T] at positions ``starts + 0..T-1`` of cache rows ``rows`` (index ``self.rows``
-        marks padding), attending what those rows already hold; set their next-token logits and positions."""
+        marks padding), attending what those rows already hold in their first ``view`` slots; set their
+        next-token logits and positions."""
         cache, logits, pos, done = carry
         positions = starts[:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None, :]
-        sub = [(k.at[rows].get(mode="clip"), v.at[rows].get(mode="clip")) for k, v in cache]
+        sub = [(k.at[rows, :, :view].get(mode="clip"), v.at[rows, :, :view].get(mode="clip")) for k, v in cache]
         h, sub = self.sampler._forward(params, layers, tokens, positions, sub)
         last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
         put = lambda a, u: a.at[rows].set(u.astype(a.dtype), mode="drop")  # noqa: E731
-        cache = [(constrain(put(k, sk), _CACHE_AXES), constrain(put(v, sv), _CACHE_AXES))
+        put_view = lambda a, u: a.at[rows, :, :view].set(u.astype(a.dtype), mode="drop")  # noqa: E731
+        cache = [(constrain(put_view(k, sk), _CACHE_AXES), constrain(put_view(v, sv), _CACHE_AXES))
                  for (k, v), (sk, sv) in zip(cache, sub, strict=True)]
         return (cache, put(logits, self.sampler._logits(params, last)), put(pos, starts + lengths),
                 put(done, jnp.zeros_like(lengths, bool)))
@@ -249,8 +251,10 @@ class RolloutEngine:
             idx[j], starts[j], lengths[j] = i, start, len(prompt) - start
             tokens[j, : len(prompt) - start] = prompt[start:]
             rows[i].ids = list(prompt)
+        # attend (and write) only the slots these rows can reach: not the whole context
+        view = min(bucket(int(starts.max()) + width, self.sampler.cfg.prefill_buckets), self.cache_len)
         return self._extend(params, layers, carry, jnp.asarray(idx), jnp.asarray(tokens), jnp.asarray(starts),
-                            jnp.asarray(lengths))
+                            jnp.asarray(lengths), view=view)
 
     def _harvest(self, r: _Row, out: np.ndarray, lp: np.ndarray, done: bool, max_new: int, stop_arr, stop,
                  on_reply) -> None:

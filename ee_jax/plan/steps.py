@@ -295,7 +295,7 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
                       hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) + 2 * _cache_bytes(cfg, b, c, mesh))
     rows = _sds((b,), jnp.int32, rep)
     compiled = _compile(extend, mesh, engine._extend, top, layers, carry, rows,
-                        _sds((b, t), jnp.int32, sampler._row_sharding), rows, rows)
+                        _sds((b, t), jnp.int32, sampler._row_sharding), rows, rows, view=c)
     chunk = shape["chunk"]
     decode = StepPlan("rollout:decode", b * chunk, forward_flops_per_token(cfg.model, c) * b * chunk,
                       param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
