@@ -1,38 +1,23 @@
 """The rollout engine (models/engine.py): multi-turn sessions with continuous batching and prefix reuse give,
 turn for turn, exactly what ``Sampler.generate`` gives for that turn's prompt and seed (greedy and sampled,
-EOS and stop strings), while prefilling only the new part of each prompt; and evaluation episodes played on it
-are those of one-episode-at-a-time ``generate`` calls."""
+EOS and stop strings), while prefilling only the new part of each prompt (evaluation episodes on it equal
+one-episode-at-a-time ``generate`` calls: tests/test_eval.py)."""
 
 import numpy as np
 import pytest
 
 from ee_jax.config import SamplerConfig
-from ee_jax.models import init_params, preset_config
+from ee_jax.models import init_params
 from ee_jax.models.engine import RolloutEngine, Turn, rollout_engine
 from ee_jax.models.sampler import Sampler
 from ee_jax.parallel import make_mesh, single_device_mesh
-
-CFG = preset_config("ee-1m", vocab_size=64, d_model=32, num_heads=4, num_kv_heads=2, ffn_dim=64,
-                    num_layers=2, max_seq_len=160, init_std=0.3)
-
-
-class _Chars:
-    """One id per character a..z, EOS=1, BOS=2 (a real, if trivial, tokenizer: stop strings need text)."""
-
-    bos_id, eos_id, pad_id, vocab_size = 2, 1, 0, 64
-
-    def encode(self, text):
-        return [3 + ord(c) - ord("a") for c in text]
-
-    def decode(self, ids):
-        return "".join(chr(ord("a") + i - 3) for i in ids if 3 <= i < 29)
+from tests.test_sampler import CFG, Chars
 
 
 @pytest.fixture(scope="module")
 def model():
     mesh = single_device_mesh()
-    gdef, params = init_params(CFG, mesh, seed=0)
-    return gdef, params, mesh
+    return (*init_params(CFG, mesh, seed=0), mesh)
 
 
 def _sessions(n: int, turns: int, mode: str, seed: int = 0):
@@ -65,7 +50,7 @@ def _sessions(n: int, turns: int, mode: str, seed: int = 0):
 @pytest.mark.parametrize("mode", ["append", "slide"])
 def test_every_turn_equals_generate_and_reuses_the_prefix(model, temperature, mode):
     gdef, params, mesh = model
-    sampler = Sampler(gdef, params, CFG, mesh, _Chars(), SamplerConfig(stop=["zz"]))
+    sampler = Sampler(gdef, params, CFG, mesh, Chars(), SamplerConfig(stop=["zz"]))
     first, advance = _sessions(n=5, turns=4, mode=mode)
     seen = []
 
@@ -100,7 +85,7 @@ def test_every_turn_equals_generate_and_reuses_the_prefix(model, temperature, mo
 
 def test_engine_is_shared_per_sampler_and_rows_are_bucketed(model):
     gdef, params, mesh = model
-    sampler = Sampler(gdef, params, CFG, mesh, _Chars())
+    sampler = Sampler(gdef, params, CFG, mesh, Chars())
     assert rollout_engine(sampler, 3) is rollout_engine(sampler, 3)
     assert rollout_engine(sampler, 3).rows == 4
 
@@ -109,21 +94,21 @@ def test_sharded_engine_on_8_devices_matches_one_device(model, tiny_config):
     gdef, params, mesh = model
     first, advance = _sessions(n=3, turns=3, mode="append", seed=1)
     one = []
-    RolloutEngine(Sampler(gdef, params, CFG, mesh, _Chars()), rows=4).run(
+    RolloutEngine(Sampler(gdef, params, CFG, mesh, Chars()), rows=4).run(
         first(), lambda t, s: (one.append(s.ids), advance(t, s))[1], max_new_tokens=12)
     mesh8 = make_mesh(tiny_config("mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"))
     gdef8, params8 = init_params(CFG, mesh8, seed=0)
     first, advance = _sessions(n=3, turns=3, mode="append", seed=1)
     eight = []
-    RolloutEngine(Sampler(gdef8, params8, CFG, mesh8, _Chars()), rows=4).run(
+    RolloutEngine(Sampler(gdef8, params8, CFG, mesh8, Chars()), rows=4).run(
         first(), lambda t, s: (eight.append(s.ids), advance(t, s))[1], max_new_tokens=12)
     assert one == eight
 
 
 def test_bad_turns_are_clear_errors(model):
     gdef, params, mesh = model
-    engine = RolloutEngine(Sampler(gdef, params, CFG, mesh, _Chars()), rows=1)
-    with pytest.raises(ValueError, match="exceeds 160 cache slots"):
-        engine.run([Turn(0, [5] * 150)], lambda t, s: None, max_new_tokens=20)
+    engine = RolloutEngine(Sampler(gdef, params, CFG, mesh, Chars()), rows=1)
+    with pytest.raises(ValueError, match="exceeds 256 cache slots"):
+        engine.run([Turn(0, [5] * 240)], lambda t, s: None, max_new_tokens=20)
     with pytest.raises(ValueError, match="session 1 for session 0"):
         engine.run([Turn(0, [5, 6])], lambda t, s: Turn(1, [5]), max_new_tokens=4)

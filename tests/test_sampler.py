@@ -12,7 +12,7 @@ CFG = preset_config("ee-1m", vocab_size=64, d_model=32, num_heads=4, num_kv_head
                     num_layers=2, max_seq_len=256, init_std=0.3)
 
 
-class _Chars:
+class Chars:
     """A real (if trivial) tokenizer: one id per character a..z, EOS=1, BOS=2."""
 
     bos_id, eos_id, pad_id, vocab_size = 2, 1, 0, 64
@@ -83,7 +83,7 @@ def test_top_k_restricts_support(model):
 
 def test_eos_and_stop_strings_end_generation(model):
     gdef, params, mesh = model
-    tok = _Chars()
+    tok = Chars()
     s = Sampler(gdef, params, CFG, mesh, tokenizer=tok)
     base = s.generate(["abc"], max_new_tokens=20, temperature=0)[0]
     ids = base.ids
