@@ -234,7 +234,7 @@ class RolloutEngine:
 
     def _prefill(self, params, layers, carry, rows: list[_Row]):
         """Extend every row whose turn has not started: the prompt after the tokens it kept, batched."""
-        todo = [i for i, r in enumerate(rows) if r.turn is not None and r.steps == 0 and not r.out]
+        todo = [i for i, r in enumerate(rows) if r.turn is not None and not r.out]
         if not todo:
             return carry
         width = bucket(max(len(rows[i].turn.prompt) - rows[i].reused for i in todo), self.sampler.cfg.prefill_buckets)
