@@ -2,7 +2,8 @@
 CLI: ``ee-jax collect all``, then ``ee-jax train --method il`` stopped part way (a checkpoint), resumed
 and stopped again, and finished on one process (a checkpoint of two hosts resumed on one). The training
 losses equal one process's on 8 devices, step for step; ``ee-jax eval``
-of the checkpoint on two processes gives one process's episodes and world-model metrics, and two GRPO
+of the checkpoint on two processes (each playing its share of the episodes) gives one process's episodes
+and world-model metrics, and two GRPO
 steps (``ee-jax rl``) give one process's losses."""
 
 import json
@@ -129,12 +130,19 @@ def test_two_process_collect_train_checkpoint_resume_matches_one_process(tmp_pat
     assert sorted(got) == sorted(want) == list(range(1, steps + 1))
     np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=1e-5)
 
-    # Evaluation under jax.distributed: both hosts play the same greedy episodes on the sharded model and
-    # split the world-model transitions; the result equals one process's on 8 devices.
+    # Evaluation under jax.distributed: each host plays its share of the greedy episodes on its own copy
+    # of the model, and the hosts split the world-model transitions; the result equals one process's.
     flags = ("--stage", "il", "--n", "3", "--split", "test")
     two = _two_processes(["eval", multi], multi, portpicker.pick_unused_port(), flags)
+    episodes_file = os.path.join(multi, two[0]["splits"]["test"]["episodes_file"])
+    with open(episodes_file) as f:
+        two_episodes = f.read()
     one = _cli(["eval", multi], multi, flags=flags)
+    with open(episodes_file) as f:
+        assert f.read() == two_episodes  # the same episodes, turn for turn
+    assert one["splits"]["test"]["engine"]["episodes_per_host"] == [3]
     for got in two:
+        assert got["splits"]["test"]["engine"]["episodes_per_host"] == [2, 1]  # each host played its share
         assert got["splits"]["test"]["episodes"] == one["splits"]["test"]["episodes"] == 3
         for key in ("success", "score", "steps", "invalid_rate"):
             assert got["splits"]["test"][key] == one["splits"]["test"][key], key
@@ -142,9 +150,9 @@ def test_two_process_collect_train_checkpoint_resume_matches_one_process(tmp_pat
         np.testing.assert_allclose(got["world_model"]["loss"], one["world_model"]["loss"], rtol=1e-4)
         assert got["world_model"]["token_accuracy"] == pytest.approx(one["world_model"]["token_accuracy"])
 
-    # RL under jax.distributed: every host runs the same seeded rollouts (the sampler's sharded outputs
-    # gathered), and the update sees those rows once, so two GRPO steps from the same checkpoint give
-    # one process's losses.
+    # RL under jax.distributed: each host plays its share of the seeded rollouts and every host gets them
+    # all; the update sees those rows once, so two GRPO steps from the same checkpoint give one process's
+    # losses.
     rl = ["rl", "--from", "il", *RL, "rl.steps=2"]
     shutil.copytree(multi, single_rl := str(tmp_path / "single_rl"), symlinks=True)
     _two_processes(rl, multi, portpicker.pick_unused_port())

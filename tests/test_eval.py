@@ -321,7 +321,11 @@ def test_cli_eval_json_end_to_end(tmp_path, capsys):
     with open(os.path.join(run_dir, "eval", "init.json")) as f:
         assert json.load(f) == result
     episodes = read_episodes(os.path.join(run_dir, split["episodes_file"]))
-    assert summarize_episodes(episodes, [1]) == {k: v for k, v in split.items() if k != "episodes_file"}
+    assert summarize_episodes(episodes, [1]) == {k: v for k, v in split.items() if k not in ("episodes_file", "engine")}
+    engine = split["engine"]  # what the rollout engine did for these episodes
+    assert engine["episodes_per_host"] == [2] and engine["sessions"] == 2
+    assert engine["turns"] == sum(e["steps"] for e in episodes)
+    assert engine["prompt_tokens"] == engine["reused_tokens"] + engine["prefilled_tokens"] > 0
     assert not [n for n in os.listdir(os.path.join(run_dir, "eval", "init")) if ".tmp" in n]
 
     # a checkpoint stage: other weights, so other replies

@@ -2,7 +2,8 @@
 
 Every evaluated method sees the same tasks, ``env.make_tasks(split, n)`` (the first ``n`` of the
 split), ``eval.samples`` episodes each. Episodes run on :class:`~ee_jax.models.engine.RolloutEngine`
-(``eval.batch_size`` rows, continuous batching, each episode's KV cache kept between its turns); every
+(``eval.batch_size`` rows, continuous batching, each episode's KV cache kept between its turns); under
+``jax.distributed`` each host plays every ``process_count``-th episode and the episodes are gathered. Every
 turn samples with its own seed derived from (seed, task index, sample index, step): an episode's actions
 do not depend on what it is batched with. A state is built exactly as expert collection builds it
 (:func:`~ee_jax.experience.expert.play_trajectory`): the task's goal, every earlier (action,
@@ -23,7 +24,8 @@ from tqdm import tqdm
 from ee_jax.config import Config
 from ee_jax.envs.base import Env, Task
 from ee_jax.envs.registry import make_env_from_config
-from ee_jax.models.engine import Turn, rollout_engine
+from ee_jax.models.engine import EngineStats, Turn, rollout_engine
+from ee_jax.parallel.distributed import allgather_json, host_share, splits_work
 from ee_jax.records.prompts import parse_action
 from ee_jax.records.schema import State, Step
 from ee_jax.seeds import unit_seed
@@ -128,7 +130,8 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
             ``policy.sampler()``.
         progress: show a tqdm bar over episodes.
         seed: default ``cfg.seed``.
-        engine_stats: if given, updated with the engine's counters for this call (:class:`EngineStats`).
+        engine_stats: if given, updated with the engine's counters for this call (:class:`EngineStats`;
+            summed over hosts) and ``episodes_per_host``.
 
     Returns:
         One dict per episode (see :meth:`Episode.to_json`), in (task, sample) order.
@@ -144,6 +147,10 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
     try:
         tasks = envs[0].make_tasks(split, n_tasks, difficulty=eval_difficulty(cfg))
         order = [(i, s) for i in range(len(tasks)) for s in range(e.samples)]
+        split_hosts = splits_work(sampler.mesh)
+        if split_hosts:  # this host plays its share on its own devices; the episodes are gathered below
+            sampler.inference_weights()  # a collective on every host, even one with no episodes
+            order = [order[j] for j in host_share(len(order))]
         engine = rollout_engine(sampler, max(1, min(e.batch_size, len(order))))
         before = dataclasses.replace(engine.stats)
         bar = tqdm(total=len(order), desc=f"eval {cfg.env.name}/{split}", unit="ep", disable=not progress)
@@ -174,9 +181,16 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
                        stop_ids=stop_ids)
         finally:
             bar.close()
-        if engine_stats is not None:
-            after = engine.stats.to_json()
-            engine_stats.update({k: v - getattr(before, k) for k, v in after.items() if hasattr(before, k)})
+        after = engine.stats.to_json()
+        counts = {k: v - getattr(before, k) for k, v in after.items() if hasattr(before, k)}
+        shares = [{"episodes": [[i, s, ep] for (i, s), ep in finished.items()], "engine": counts}]
+        if split_hosts:
+            shares = allgather_json(shares[0])
+            finished = {(i, s): ep for share in shares for i, s, ep in share["episodes"]}
+        if engine_stats is not None:  # totals over hosts, and how many episodes each host played
+            engine_stats.update({k: sum(share["engine"][k] for share in shares) for k in counts})
+            engine_stats.update(EngineStats(**{k: engine_stats[k] for k in counts}).to_json())
+            engine_stats["episodes_per_host"] = [share["engine"]["sessions"] for share in shares]
         return [finished[key] for key in sorted(finished)]
     finally:
         for env in envs:

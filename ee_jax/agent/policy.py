@@ -37,11 +37,18 @@ class Policy:
         return self.cfg.tokenizer.template
 
     def sampler(self):
-        """A :class:`~ee_jax.models.sampler.Sampler` over these weights (stops at end of turn)."""
+        """A :class:`~ee_jax.models.sampler.Sampler` over these weights (stops at end of turn).
+
+        Under ``jax.distributed`` with weights on every host's devices, the sampler runs on this host's
+        devices (:func:`local_mesh`, the weights gathered once per policy version): each host then plays
+        its own share of episodes (:func:`~ee_jax.parallel.distributed.splits_work`) instead of every
+        host decoding every episode on the sharded model.
+        """
         scfg = self.cfg.sampler
         stop = list(dict.fromkeys(list(scfg.stop) + list(get_template(self.template).stop_strings)))
         scfg = dataclasses.replace(scfg, stop=stop)
-        return Sampler(self.graphdef, self.params, self.cfg.model, self.mesh, self.tokenizer, scfg)
+        mesh = local_mesh(self.cfg) if self.mesh.is_multi_process else self.mesh
+        return Sampler(self.graphdef, self.params, self.cfg.model, mesh, self.tokenizer, scfg)
 
     def prompt_ids(self, state, prompt_cfg, max_new_tokens: int) -> list[int]:
         """The policy prompt of ``state`` as token ids that leave ``max_new_tokens`` of the context free.

@@ -75,11 +75,14 @@ def evaluate_policy(policy, cfg: Config, *, stage: str, out_dir: str, splits: li
                                  "env_options": dict(cfg.env.options), "prompt": dataclasses.asdict(cfg.prompt)},
                     "splits": {}}
     for split in splits:
-        episodes = run_episodes(policy, cfg, split, n_tasks=n_tasks, sampler=sampler, progress=progress)
+        engine: dict = {}
+        episodes = run_episodes(policy, cfg, split, n_tasks=n_tasks, sampler=sampler, progress=progress,
+                                engine_stats=engine)
         path = RunDir(out_dir).episodes(stage, split)
         rel = os.path.relpath(path, out_dir)  # eval/STAGE/SPLIT.jsonl: the run moves with its records
         write_episodes(path, episodes)
-        result["splits"][split] = {**summarize_episodes(episodes, cfg.eval.pass_k), "episodes_file": rel}
+        result["splits"][split] = {**summarize_episodes(episodes, cfg.eval.pass_k), "episodes_file": rel,
+                                   "engine": engine}
     result["world_model"] = world_model_metrics(policy, cfg)
     result["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     _atomic_write(RunDir(out_dir).eval_record(stage), json.dumps(result, indent=2) + "\n")

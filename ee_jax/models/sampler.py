@@ -103,6 +103,20 @@ def _decode_sharding(src, drop_first: bool):
     return NamedSharding(src.mesh, PartitionSpec(*[keep(e) for e in spec]))
 
 
+def _replicated_on(params, mesh):
+    """``params`` (on other devices, e.g. every host's) as arrays replicated over ``mesh``, whose devices
+    must be among this process's: an all-gather where they live, then each local copy taken as it is."""
+    src = jax.tree.leaves(params)[0].sharding.mesh
+    everywhere = jax.jit(lambda p: p, out_shardings=NamedSharding(src, PartitionSpec()))(params)
+    here = NamedSharding(mesh, PartitionSpec())
+
+    def local(a):
+        copies = {s.device: s.data for s in a.addressable_shards}
+        return jax.make_array_from_single_device_arrays(a.shape, here, [copies[d] for d in mesh.devices.flat])
+
+    return jax.tree.map(local, everywhere)
+
+
 class Sampler:
     """Generate from, and score continuations under, a decoder's parameters.
 
@@ -111,7 +125,7 @@ class Sampler:
 
     def __init__(self, graphdef, params, model_cfg: ModelConfig, mesh, tokenizer=None,
                  cfg: SamplerConfig | None = None, chunk: int = 16):
-        self._inference = None
+        self._inference = self._here = None
         self.graphdef, self.params, self.model_cfg = graphdef, params, model_cfg
         self.mesh, self.tokenizer, self.cfg, self.chunk = mesh, tokenizer, cfg or SamplerConfig(), chunk
         self.data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -129,17 +143,30 @@ class Sampler:
 
     @params.setter
     def params(self, value) -> None:
-        self._params, self._inference = value, None
+        self._params, self._inference, self._here = value, None, None
 
     def inference_weights(self):
         """``(params, layers)`` decoding reads: the non-layer weights (embedding, final norm, head) in
         ``params`` and the per-layer states in ``layers``, cast and resharded (module docstring); made on
         the first call after :attr:`params` was set, then reused."""
         if self._inference is None:
+            params = self.params_here()
             with use_mesh(self.mesh):
-                prepared = self._prepare(self._params)
-                self._inference = jax.device_put(prepared, self.inference_shardings(self._params, prepared))
+                prepared = self._prepare(params)
+                self._inference = jax.device_put(prepared, self.inference_shardings(params, prepared))
         return self._inference
+
+    def params_here(self):
+        """:attr:`params` on this sampler's mesh. Under ``jax.distributed`` a sampler can run on one host's
+        devices (``Policy.sampler``), each host decoding its own share of the work, while the training
+        parameters span every host's: they are then gathered, replicated, once per policy version (a
+        collective: every process calls it for the same version)."""
+        if self._here is None:
+            self._here = self._params
+            leaf = jax.tree.leaves(self._params)[0]
+            if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable and not self.mesh.is_multi_process:
+                self._here = _replicated_on(self._params, self.mesh)
+        return self._here
 
     def inference_shardings(self, params, prepared):
         """The shardings of ``prepared`` (the inference copy of ``params``, concrete or abstract): the
@@ -377,6 +404,6 @@ class Sampler:
             tokens[i, : len(seq)] = seq
             weights[i, len(p): len(seq)] = 1.0
         with use_mesh(self.mesh):
-            ll = self._score(self.params, jax.device_put(tokens, self._row_sharding),
+            ll = self._score(self.params_here(), jax.device_put(tokens, self._row_sharding),
                              jax.device_put(weights, self._row_sharding))
         return to_host(ll)[:n]

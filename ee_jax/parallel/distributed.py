@@ -1,11 +1,14 @@
-"""Multi-host start-up: ``jax.distributed.initialize`` from config or the environment."""
+"""Multi-host start-up (``jax.distributed.initialize`` from config or the environment), barriers, and
+moving host values between processes."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ee_jax.config import DistributedConfig
 
@@ -64,8 +67,6 @@ def host_barrier(name: str, timeout_s: float) -> None:
 
     client = distributed.global_state.client
     if client is None:  # several processes without jax.distributed (not a configuration ee_jax makes)
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
         return
     try:
@@ -101,7 +102,33 @@ def to_host(x) -> np.ndarray:
     same order (as every host does when they run the same sampler call).
     """
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def splits_work(mesh) -> bool:
+    """Whether work run on ``mesh`` is split across processes: several processes run and ``mesh`` holds
+    only this host's devices (each host can then play its own share, e.g. of evaluation episodes)."""
+    return jax.process_count() > 1 and not mesh.is_multi_process
+
+
+def host_share(n: int) -> range:
+    """The indices of ``n`` items this process takes: every ``process_count``-th, from its index (so the
+    shares differ in size by at most one)."""
+    return range(jax.process_index(), n, jax.process_count())
+
+
+def allgather_json(obj) -> list:
+    """Every process's ``obj`` (JSON-serialisable), in process order: ``[obj]`` on one process.
+
+    A collective (every process calls it, in the same order). The JSON text travels as padded uint8
+    arrays through ``process_allgather``: sizes first, then the bytes.
+    """
+    if jax.process_count() == 1:
+        return [obj]
+    data = np.frombuffer(json.dumps(obj, separators=(",", ":")).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    every = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [json.loads(every[i, : int(sizes[i])].tobytes()) for i in range(len(sizes))]

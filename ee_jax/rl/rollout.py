@@ -8,7 +8,8 @@ as they are: generated text is never re-tokenized.
 Episodes are played on the sampler's :class:`~ee_jax.models.engine.RolloutEngine` (``chunk_rows`` rows,
 continuous batching, each episode's KV cache kept between its turns); every turn samples with its own
 seed derived from (seed, group, member, turn), so an episode does not depend on what it is batched with
-and a resumed run replays the same rollouts.
+and a resumed run replays the same rollouts. Under ``jax.distributed`` each host plays every
+``process_count``-th episode on its own devices, and every host then gets all rollouts.
 
 Two kinds of episode start:
 
@@ -32,6 +33,7 @@ from ee_jax.config import Config
 from ee_jax.envs.base import Task
 from ee_jax.envs.registry import make_env_from_config
 from ee_jax.models import engine
+from ee_jax.parallel.distributed import allgather_json, host_share, splits_work
 from ee_jax.records.prompts import action_target
 from ee_jax.records.schema import Step
 from ee_jax.seeds import unit_seed
@@ -69,6 +71,13 @@ class Rollout:
     @property
     def episode_return(self) -> float:
         return float(sum(t.reward for t in self.turns))
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Rollout:
+        return cls(**{**d, "turns": [Turn(**t) for t in d["turns"]]})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +161,13 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
     make_env = make_env or (lambda: make_env_from_config(with_turn_limit(cfg)))
     starts: list[tuple] = [(t, f"task:{t.id}", m, None) for t in (tasks or []) for m in range(group_size)]
     starts += [(b.task, b.group, b.member, b) for b in (branches or [])]
+    mine = list(range(len(starts)))
+    split_hosts = splits_work(sampler.mesh)
+    if split_hosts:  # this host plays its share on its own devices; the rollouts are gathered below
+        sampler.inference_weights()  # a collective on every host, even one with no episodes
+        mine = list(host_share(len(starts)))
     free, envs, done = [], [], {}
-    bar = tqdm(total=len(starts), desc="rollouts", unit="ep", disable=not progress)
+    bar = tqdm(total=len(mine), desc="rollouts", unit="ep", disable=not progress)
 
     def finish(lv: _Live) -> None:
         done[lv.index] = Rollout(lv.group, lv.member, lv.ep.task.id, lv.ep.seed, lv.turns, lv.ep.won,
@@ -162,11 +176,11 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
         bar.update(1)
 
     def first_turns():
-        for index, start in enumerate(starts):  # an environment per live episode, made as rows free up
+        for index in mine:  # an environment per live episode, made as rows free up
             if not free:
                 envs.append(make_env())
                 free.append(envs[-1])
-            lv = ctx.begin(free.pop(), index, *start)
+            lv = ctx.begin(free.pop(), index, *starts[index])
             if lv.forced is not None and ctx.take_turn(lv, None):  # a branch whose forced action ended it
                 finish(lv)
                 continue
@@ -179,7 +193,7 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
             return None
         return ctx.request(lv)
 
-    rollout_engine = engine.rollout_engine(sampler, max(1, min(chunk_rows, len(starts))))
+    rollout_engine = engine.rollout_engine(sampler, max(1, min(chunk_rows, len(mine))))
     t_run = time.perf_counter()
     try:
         rollout_engine.run(first_turns(), on_reply, max_new_tokens=ctx.max_new, temperature=r.temperature,
@@ -189,8 +203,13 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
         for env in envs:
             env.close()
         ctx.timing["sample_s"] = time.perf_counter() - t_run - ctx.timing["env_s"]
-        if stats is not None:
-            stats.update(ctx.timing)
+    if split_hosts:  # every host gets every rollout (the update is computed on all of them, as on one host)
+        shares = allgather_json({"rollouts": {i: x.to_json() for i, x in done.items()}, "timing": ctx.timing})
+        done = {int(i): Rollout.from_json(x) for share in shares for i, x in share["rollouts"].items()}
+        for key in ("generated_tokens", "env_steps"):  # totals; the times stay this host's
+            ctx.timing[key] = sum(share["timing"][key] for share in shares)
+    if stats is not None:
+        stats.update(ctx.timing)
     return [done[i] for i in sorted(done)]
 
 
