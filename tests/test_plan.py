@@ -31,8 +31,7 @@ def test_v5e_plan_compiles_every_program_and_fits(v5e_plan):
     assert (p["chips"], p["hosts"], p["simulated"]) == (4, 1, False)
     assert p["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
     names = [s["name"] for s in p["steps"]]
-    assert names == ["train", "grpo+ppo:policy_grads", "grpo+ppo:accumulate", "grpo+ppo:apply_update",
-                     "ppo:critic_grads", "ppo:critic_update", "rollout:extend", "rollout:decode"]
+    assert names == ["train", "grpo+ppo:policy_update", "ppo:critic_update", "rollout:extend", "rollout:decode"]
     for s in p["steps"]:
         assert s["fits"] and not s["oom"], s["name"]
         assert 0 < s["peak_bytes"] <= s["hbm_bytes"]
@@ -50,8 +49,15 @@ def test_v5e_plan_compiles_every_program_and_fits(v5e_plan):
     assert train["roofline"]["memory_s"] == pytest.approx(train["hbm_traffic_bytes"] / 819e9)
     # Beside the sampler the GRPO run (the configured algorithm) keeps the optimizer state and the reference
     # policy, each sharded like the parameters.
-    prefill = p["steps"][6]
+    by_name = {s["name"]: s for s in p["steps"]}
+    prefill = by_name["rollout:extend"]
     assert prefill["resident_bytes"] == train["opt_bytes"] + train["param_bytes"]
+    # The RL update scans 2 micro-batches; the reference policy and the critic's state stay beside it.
+    update = by_name["grpo+ppo:policy_update"]
+    assert update["tokens"] == 2 * 4 * 128 and update["xla_flops"] > 0
+    critic = by_name["ppo:critic_update"]
+    beside = train["param_bytes"] + critic["param_bytes"] + critic["opt_bytes"]
+    assert beside <= update["resident_bytes"] <= beside + 16  # + the critic's step counter and rng
     assert p["rollout"] == {"rows": 8, "prompt_len": 128, "cache_len": 128, "chunk": 16, "max_new_tokens": 16}
 
 

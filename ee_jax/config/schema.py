@@ -341,6 +341,7 @@ class RLConfig:
     minibatches: int = 2  # optimizer updates per pass (the step's packed rows split evenly between them)
     micro_rows: int = 8  # packed rows per forward/backward (gradients are summed over micro-batches)
     seq_len: int = 0  # packed row length; 0 -> model.max_seq_len
+    logit_chunk: int = 256  # positions whose fp32 logits exist at once in the loss (0: a whole row)
     lr: float = 1e-4
     warmup_steps: int = 0
     gamma: float = 1.0  # discount over turns (PPO's GAE, step-group returns)

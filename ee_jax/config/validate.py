@@ -160,7 +160,8 @@ def validate_rl(cfg: Config) -> None:
     for key in ("steps", "tasks_per_step", "group_size", "epochs", "minibatches", "micro_rows"):
         if getattr(r, key) < 1:
             _fail(f"rl.{key}", getattr(r, key), "a positive integer")
-    for key in ("tasks", "max_new_tokens", "max_turns", "max_invalid", "seq_len", "eval_every", "warmup_steps"):
+    for key in ("tasks", "max_new_tokens", "max_turns", "max_invalid", "seq_len", "logit_chunk", "eval_every",
+                "warmup_steps"):
         if getattr(r, key) < 0:
             _fail(f"rl.{key}", getattr(r, key), "a non-negative integer (0 = the default)")
     for key in ("clip_low", "clip_high", "kl_coef", "entropy_coef", "value_clip", "value_coef"):

@@ -61,6 +61,27 @@ def freeze_base(params, also: tuple[str, ...] = ()):
         lambda p, x: x if is_adapter(p, also) else jax.lax.stop_gradient(x), params)
 
 
+def trainable_leaves(params, also: tuple[str, ...] = ()):
+    """``(trainable, rebuild)``: the leaves a step differentiates (the adapters, and ``also``, when the
+    model has adapters; else every leaf) and ``rebuild(trainable, fill=None)``, the whole tree again with
+    the other leaves as they are (under ``stop_gradient``) or ``fill(leaf)`` (e.g. zero gradients).
+
+    Differentiating only ``trainable`` keeps gradients, and a gradient accumulator, adapter-sized under LoRA.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    lora = has_adapters(params)
+    keep = [not lora or is_adapter(p, also) for p, _ in leaves]
+    trainable = [x for (_, x), k in zip(leaves, keep, strict=True) if k]
+
+    def rebuild(values, fill=None):
+        it = iter(values)
+        return jax.tree_util.tree_unflatten(treedef, [
+            next(it) if k else (jax.lax.stop_gradient(x) if fill is None else fill(x))
+            for (_, x), k in zip(leaves, keep, strict=True)])
+
+    return trainable, rebuild
+
+
 def only_adapters(tx: optax.GradientTransformation, also: tuple[str, ...] = ()) -> optax.GradientTransformation:
     """``tx`` on the adapters (and ``also``); the rest gets a zero update and no optimizer state."""
     labels = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731

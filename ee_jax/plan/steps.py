@@ -33,14 +33,7 @@ from ee_jax.models.sampler import Sampler
 from ee_jax.parallel.rules import logical_to_spec, use_mesh
 from ee_jax.plan.hlo import collectives
 from ee_jax.rl.critic import CRITIC_HEAD, abstract_critic
-from ee_jax.rl.step import (
-    CRITIC_KEYS,
-    POLICY_KEYS,
-    make_accumulate,
-    make_apply_update,
-    make_critic_grads,
-    make_policy_grads,
-)
+from ee_jax.rl.step import CRITIC_KEYS, POLICY_KEYS, make_critic_update, make_policy_update, micro_batch_sharding
 from ee_jax.rl.trainer import rl_optimizer, rl_seq_len
 from ee_jax.train.optimizer import train_optimizer
 from ee_jax.train.state import abstract_state, state_shardings
@@ -183,14 +176,22 @@ def plan_train(cfg: Config, mesh) -> StepPlan:
     return plan
 
 
-def plan_rl(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) -> list[StepPlan]:
-    """The RL update's programs: one micro-batch's policy gradients (``rl.micro_rows`` x the packed row
-    length), the gradient accumulation and the optimizer update, which GRPO and PPO share; with PPO the
-    critic's gradients and update too.
+PLAN_MICRO_BATCHES = 2  # micro-batches per planned RL update (the scan's length; memory does not grow with it)
 
-    Residents: the optimizer state and the gradient accumulator while a micro-batch runs; the frozen
+
+def _minibatch(keys, micro: int, rows: int, length: int, mesh) -> dict:
+    ms = micro_batch_sharding(mesh)
+    return {k: _sds((micro, rows, length), jnp.float32 if k in FLOAT_KEYS else jnp.int32, ms) for k in keys}
+
+
+def plan_rl(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) -> list[StepPlan]:
+    """The RL update: one jitted optimizer update scanning its micro-batches (``rl.micro_rows`` x the
+    packed row length each; ``PLAN_MICRO_BATCHES`` of them), which GRPO and PPO share; with PPO the
+    critic's update too.
+
+    Residents: the optimizer state and the gradient accumulator (adapter-sized under LoRA); the frozen
     reference policy when ``rl.kl_coef`` > 0; with PPO the critic's state (and the policy's state during the
-    critic's programs).
+    critic's update).
     """
     r = cfg.rl
     seq = rl_seq_len(cfg)
@@ -209,40 +210,27 @@ def plan_rl(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo")) ->
         cshard = state_shardings(ctx, c_params, mesh)
         critic_bytes = shard_bytes(cstate)
     extra = (" + reference policy" if ref else "") + (" + critic state (PPO)" if critic_bytes else "")
-    tokens = r.micro_rows * seq
+    micro = PLAN_MICRO_BATCHES
+    tokens = micro * r.micro_rows * seq
     flops = train_flops_per_token(cfg.model, seq) * tokens
     prefix = "+".join(algorithms)
-    grads = StepPlan(f"{prefix}:policy_grads", tokens, flops, param_bytes=p_bytes, opt_bytes=o_bytes,
-                     resident_bytes=o_bytes + p_bytes + ref + critic_bytes,
-                     resident_note="optimizer state + gradient accumulator" + extra,
-                     hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) * _passes(cfg))
-    _compile(grads, mesh, make_policy_grads(graphdef, shardings.params, mesh, r).jitted, state.params,
-             _batch(POLICY_KEYS, r.micro_rows, seq, mesh))
-    acc = StepPlan(f"{prefix}:accumulate", 0, 0.0, param_bytes=p_bytes,
-                   resident_bytes=p_bytes + o_bytes + ref + critic_bytes,
-                   resident_note="policy parameters + optimizer state" + extra, hbm_traffic_bytes=3 * p_bytes)
-    _compile(acc, mesh, make_accumulate(shardings.params, mesh).jitted, state.params, state.params)
-    rep = NamedSharding(mesh, PartitionSpec())
-    apply = StepPlan(f"{prefix}:apply_update", 0, 0.0, param_bytes=p_bytes, opt_bytes=o_bytes,
-                     resident_bytes=ref + critic_bytes, resident_note=extra[3:],
-                     hbm_traffic_bytes=_update_traffic(p_bytes, o_bytes))
-    _compile(apply, mesh, make_apply_update(tx, shardings, mesh).jitted, state, state.params,
-             _sds((), jnp.float32, rep))
-    out = [grads, acc, apply]
+    update = StepPlan(f"{prefix}:policy_update", tokens, flops, param_bytes=p_bytes, opt_bytes=o_bytes,
+                      resident_bytes=ref + critic_bytes, resident_note=extra[3:],
+                      hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) * _passes(cfg) * micro
+                      + _update_traffic(p_bytes, o_bytes))
+    _compile(update, mesh, make_policy_update(graphdef, tx, shardings, mesh, r).jitted, state,
+             _minibatch(POLICY_KEYS, micro, r.micro_rows, seq, mesh))
+    out = [update]
     if ppo:
         cp, co = shard_bytes(cstate.params), shard_bytes(cstate.opt_state)
         policy = "policy state" + (" + reference policy" if ref else "")
-        cg = StepPlan("ppo:critic_grads", tokens, flops, param_bytes=cp, opt_bytes=co,
-                      resident_bytes=co + cp + p_bytes + o_bytes + ref,
-                      resident_note="critic optimizer state + gradient accumulator + " + policy,
-                      hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) * _passes(cfg))
-        _compile(cg, mesh, make_critic_grads(cgraph, cshard.params, mesh, r).jitted, cstate.params,
-                 _batch(CRITIC_KEYS, r.micro_rows, seq, mesh))
-        ca = StepPlan("ppo:critic_update", 0, 0.0, param_bytes=cp, opt_bytes=co, resident_bytes=p_bytes + o_bytes + ref,
-                      resident_note=policy, hbm_traffic_bytes=_update_traffic(cp, co))
-        _compile(ca, mesh, make_apply_update(ctx, cshard, mesh).jitted, cstate, cstate.params,
-                 _sds((), jnp.float32, rep))
-        out += [cg, ca]
+        cu = StepPlan("ppo:critic_update", tokens, flops, param_bytes=cp, opt_bytes=co,
+                      resident_bytes=p_bytes + o_bytes + ref, resident_note=policy,
+                      hbm_traffic_bytes=weight_stream_bytes(cfg, mesh) * _passes(cfg) * micro
+                      + _update_traffic(cp, co))
+        _compile(cu, mesh, make_critic_update(cgraph, ctx, cshard, mesh, r).jitted, cstate,
+                 _minibatch(CRITIC_KEYS, micro, r.micro_rows, seq, mesh))
+        out.append(cu)
     return out
 
 

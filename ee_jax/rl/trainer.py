@@ -40,12 +40,11 @@ from ee_jax.rl.step import (
     CRITIC_KEYS,
     POLICY_KEYS,
     device_batch,
-    make_accumulate,
-    make_apply_update,
-    make_critic_grads,
+    make_critic_update,
     make_logprob_fn,
-    make_policy_grads,
+    make_policy_update,
     make_value_fn,
+    micro_batch_sharding,
 )
 from ee_jax.rundir import RunDir
 from ee_jax.seeds import unit_seed
@@ -72,7 +71,8 @@ def stage_name(algorithm: str, init: str) -> str:
 def rl_settings(cfg: Config, init: str) -> dict:
     """What decides an RL stage's result (compared before skipping or resuming)."""
     d = config_to_dict(cfg)
-    return {"init": init, "seed": cfg.seed, "rl": {k: v for k, v in d["rl"].items() if k not in ("starts", "init")},
+    ignored = ("starts", "init", "logit_chunk")  # logit_chunk changes memory, not results
+    return {"init": init, "seed": cfg.seed, "rl": {k: v for k, v in d["rl"].items() if k not in ignored},
             **{k: d[k] for k in ("model", "prompt", "env", "optimizer")}, "template": cfg.tokenizer.template,
             "valid_tasks": cfg.recipe.valid_tasks, "select": cfg.recipe.select,
             "eval_for_selection": {k: d["eval"][k] for k in ("max_new_tokens", "max_invalid", "temperature")}}
@@ -102,10 +102,11 @@ class _Models:
         self.ref = None
         if r.kl_coef:  # a copy: the policy's buffers are donated to the step
             self.ref = jax.tree.map(lambda a: a.copy(), self.state.params)
-        self.logprob_fn = make_logprob_fn(self.graphdef, self.param_shardings, mesh, r.temperature)
-        self.policy_grads = make_policy_grads(self.graphdef, self.param_shardings, mesh, r)
-        self.policy_apply = make_apply_update(self.tx, self.shardings, mesh)
-        self.add = make_accumulate(self.param_shardings, mesh)
+        self.logprob_fn = make_logprob_fn(self.graphdef, self.param_shardings, mesh, r)
+        self.policy_update = make_policy_update(self.graphdef, self.tx, self.shardings, mesh, r)
+        # an update's micro-batches gathered from the step's rows on the device (one program per shape)
+        self.take = jax.jit(lambda data, idx: jax.tree.map(lambda a: a[idx], data),
+                            out_shardings=micro_batch_sharding(mesh))
         self.critic = None
         if r.algorithm == "ppo":
             self.critic_graphdef, cparams = critic_from_policy(cfg.model, mesh, self.state.params)
@@ -113,34 +114,23 @@ class _Models:
             self.critic = _train_state(self.critic_tx, cparams, mesh)
             self.critic_shardings = jax.tree.map(lambda a: a.sharding, self.critic)
             self.value_fn = make_value_fn(self.critic_graphdef, self.critic_shardings.params, mesh)
-            self.critic_grads = make_critic_grads(self.critic_graphdef, self.critic_shardings.params, mesh, r)
-            self.critic_apply = make_apply_update(self.critic_tx, self.critic_shardings, mesh)
-            self.critic_add = make_accumulate(self.critic_shardings.params, mesh)
+            self.critic_update = make_critic_update(self.critic_graphdef, self.critic_tx, self.critic_shardings,
+                                                    mesh, r)
 
-    def update(self, arrays: dict, micro_batches: list) -> dict[str, float]:
-        """One optimizer update (policy, and critic for PPO) over ``micro_batches`` (row indices of
-        ``arrays``); returns summed metrics (token sums; divide by ``tokens`` / ``value_tokens``)."""
-        self.state, out, norm = self._update_one(self.state, self.policy_grads, self.add, self.policy_apply,
-                                                 POLICY_KEYS, arrays, micro_batches)
-        out["grad_norm"] = norm
-        if self.critic is not None:
-            self.critic, sums, norm = self._update_one(self.critic, self.critic_grads, self.critic_add,
-                                                       self.critic_apply, CRITIC_KEYS, arrays, micro_batches)
-            sums["value_tokens"] = sums.pop("tokens")
-            out.update(sums, critic_grad_norm=norm)
+    def update(self, data: dict, micro_batches: list) -> dict:
+        """One optimizer update (policy, and critic for PPO) over ``micro_batches`` (row indices of the
+        step's device arrays ``data``): one jitted call each, nothing waited for. Returns device metric
+        sums (token sums; divide by ``tokens`` / ``value_tokens``) and grad norms."""
+        idx = np.stack(micro_batches)
+        with use_mesh(self.mesh):
+            self.state, out, norm = self.policy_update(self.state, self.take({k: data[k] for k in POLICY_KEYS}, idx))
+            out = {**out, "grad_norm": norm}
+            if self.critic is not None:
+                self.critic, sums, norm = self.critic_update(self.critic,
+                                                             self.take({k: data[k] for k in CRITIC_KEYS}, idx))
+                out.update({("value_tokens" if k == "tokens" else k): v for k, v in sums.items()},
+                           critic_grad_norm=norm)
         return out
-
-    def _update_one(self, state, grads_fn, add, apply, keys, arrays, micro_batches):
-        """Sum gradients over the micro-batches, then one update with their token-mean:
-        ``(new state, summed metrics, grad norm)``. Gradients and metric sums stay on the device until the
-        update is applied: the host waits once per update, not once per micro-batch."""
-        total, sums = None, None
-        for idx in micro_batches:
-            g, part = grads_fn(state.params, device_batch({k: arrays[k][idx] for k in keys}, self.mesh))
-            total = g if total is None else add(total, g)
-            sums = part if sums is None else jax.tree.map(jnp.add, sums, part)
-        state, norm = apply(state, total, sums["tokens"].astype(jnp.float32))
-        return state, {k: float(v) for k, v in jax.device_get(sums).items()}, float(norm)
 
     def as_dict(self) -> dict:
         d = self.state.as_dict()
@@ -174,17 +164,15 @@ def _train_state(tx, params, mesh) -> TrainState:
         return jax.jit(build, out_shardings=shard)(params)
 
 
-def _forward_rows(fn, params, arrays: dict, rows: int, params_mesh,
-                  keys=("inputs", "targets", "positions", "segment_ids")):
-    """Apply a jitted row function minibatch by minibatch; concatenated on the host."""
-    outs = []
+def _forward_rows(fn, params, arrays: dict, rows: int, mesh, keys=("inputs", "targets", "positions", "segment_ids")):
+    """Apply a jitted row function ``rows`` packed rows at a time; the outputs are concatenated on the
+    device (old / reference log-probs never visit the host)."""
     n = arrays["inputs"].shape[0]
-    for s in range(0, n, rows):
-        batch = device_batch({k: arrays[k][s:s + rows] for k in keys}, params_mesh)
-        outs.append(jax.tree.map(to_host, fn(params, batch)))  # rows span every host's devices
-    if isinstance(outs[0], tuple):
-        return tuple(np.concatenate([o[i] for o in outs]) for i in range(len(outs[0])))
-    return np.concatenate(outs)
+    outs = [fn(params, device_batch({k: arrays[k][s:s + rows] for k in keys}, mesh)) for s in range(0, n, rows)]
+    with use_mesh(mesh):
+        if isinstance(outs[0], tuple):
+            return tuple(jnp.concatenate([o[i] for o in outs]) for i in range(len(outs[0])))
+        return jnp.concatenate(outs)
 
 
 def train_rl(cfg: Config, *, init: str | None = None, stage: str | None = None, overwrite: bool = False,
@@ -285,36 +273,46 @@ def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step
     t1 = time.perf_counter()
     rows = r.micro_rows
     mesh = models.mesh
+    values = None
     if r.algorithm == "ppo":
         # values of every turn's state first (one packing), then GAE, then the final packing
         samples = rl_samples.turn_samples(rollouts, [np.zeros(len(x.turns)) for x in rollouts])
         arrays, placement = pack_turns(samples, seq_len, rows)
         values = _forward_rows(models.value_fn, models.critic.params, arrays, rows, mesh,
                                keys=("inputs", "positions", "segment_ids"))
-        per_turn = np.asarray([values[row, off + len(s.prompt) - 1] for s, (row, off) in zip(samples, placement)],
-                              np.float32)
+        host_values = to_host(values)  # GAE runs on the host, over turns
+        per_turn = np.asarray([host_values[row, off + len(s.prompt) - 1]
+                               for s, (row, off) in zip(samples, placement)], np.float32)
         split = np.split(per_turn, np.cumsum([len(x.turns) for x in rollouts])[:-1])
         turn_adv, turn_ret = rl_samples.ppo_turn_advantages(rollouts, split, r)
         samples = rl_samples.turn_samples(rollouts, turn_adv, turn_ret)
         arrays, _ = pack_turns(samples, seq_len, rows)  # same samples, same order: the same placement
-        arrays["old_values"] = values
     else:
         samples = rl_samples.turn_samples(rollouts, rl_samples.grpo_turn_advantages(rollouts, r))
         arrays, _ = pack_turns(samples, seq_len, rows)
+    # the step's rows on the device once; log-probs computed there stay there
+    data = device_batch({k: v for k, v in arrays.items() if k in POLICY_KEYS + CRITIC_KEYS
+                         or k in ("sampler_logprobs", "sampler_mask")}, mesh)
     old_lp, entropy = _forward_rows(models.logprob_fn, models.state.params, arrays, rows, mesh)
-    arrays["old_logprobs"] = old_lp
-    arrays["ref_logprobs"] = (_forward_rows(models.logprob_fn, models.ref, arrays, rows, mesh)[0]
-                              if models.ref is not None else old_lp)
-    smask = arrays["sampler_mask"]
-    mismatch = float(np.sum(np.abs(old_lp - arrays["sampler_logprobs"]) * smask) / max(smask.sum(), 1.0))
-    acc: dict[str, float] = {}
+    data["old_logprobs"] = old_lp
+    data["ref_logprobs"] = (_forward_rows(models.logprob_fn, models.ref, arrays, rows, mesh)[0]
+                            if models.ref is not None else old_lp)
+    if values is not None:
+        data["old_values"] = values
+    with use_mesh(mesh):
+        smask, weights = data["sampler_mask"], data["weights"]
+        on_device = {"logprob_mismatch": jnp.sum(jnp.abs(old_lp - data["sampler_logprobs"]) * smask)
+                     / jnp.maximum(smask.sum(), 1.0),
+                     "rollout_entropy": jnp.sum(entropy * weights) / jnp.maximum(weights.sum(), 1.0)}
+    sums: dict = {}
     rng = np.random.default_rng(unit_seed(cfg.seed, "rl-minibatches", step))
     n_updates = 0
     for _ in range(r.epochs):
         for group in update_groups(arrays["inputs"].shape[0], rows, r.minibatches, rng):
-            for k, v in models.update(arrays, group).items():
-                acc[k] = acc.get(k, 0.0) + v
+            for k, v in models.update(data, group).items():
+                sums[k] = v if k not in sums else sums[k] + v
             n_updates += 1
+    acc = {k: float(v) for k, v in jax.device_get(sums).items()}  # the one wait for the step's updates
     update_s = time.perf_counter() - t1
     out = rl_samples.rollout_metrics(rollouts)
     tokens, vtokens = max(acc.pop("tokens", 0.0), 1.0), max(acc.pop("value_tokens", 0.0), 1.0)
@@ -322,12 +320,12 @@ def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step
         if k in acc:
             out[k] = acc.pop(k) / max(n_updates, 1)
     out.update({k: v / (vtokens if k.startswith("value_") else tokens) for k, v in acc.items()})
+    out.update({k: float(v) for k, v in jax.device_get(on_device).items()})
     out.update({"rows": float(arrays["inputs"].shape[0]), "updates": float(n_updates),
-                "logprob_mismatch": mismatch, "rollout_s": rollout_s, "update_s": update_s,
+                "rollout_s": rollout_s, "update_s": update_s,
                 "env_s": stats["env_s"], "sample_s": stats["sample_s"], "env_steps": float(stats["env_steps"]),
                 "generated_tokens": float(stats["generated_tokens"]),
-                "reply_tokens": float(arrays["weights"].sum()),
-                "rollout_entropy": float(np.sum(entropy * arrays["weights"]) / max(arrays["weights"].sum(), 1.0))})
+                "reply_tokens": float(arrays["weights"].sum())})
     if not np.isfinite(out.get("loss", 0.0)):
         raise NonFiniteLossError(f"RL step {step + 1}: the loss is {out['loss']}; the last checkpoint is the last "
                                  "good state")
