@@ -382,11 +382,16 @@ class Sampler:
             hits = [text.find(s) for s in stop if s in text]
             if hits:
                 cut = min(hits)
-                # Keep the shortest token prefix whose text reaches the stop string.
-                for j in range(1, len(ids_l) + 1):
-                    if len(self.tokenizer.decode(ids_l[:j])) >= cut + 1 or j == len(ids_l):
-                        ids_l = ids_l[:j]
-                        break
+                # Keep the shortest token prefix whose text reaches the stop string: a binary search over
+                # prefix lengths (the decoded length grows with the prefix), log(n) decodes, not n.
+                lo, hi = 1, len(ids_l)
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if len(self.tokenizer.decode(ids_l[:mid])) >= cut + 1:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                ids_l = ids_l[:lo]
                 text, reason = text[:cut], "stop"
         return Sample(ids=ids_l, logprobs=lps[: len(ids_l)].tolist(), text=text, finish_reason=reason)
 
