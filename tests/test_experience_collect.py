@@ -197,3 +197,39 @@ def test_shards_are_atomic_and_tmp_files_cleaned(tmp_path):
     assert not [f for f in os.listdir(data) if ".tmp" in f]
     assert read_shard(shard_path(data, "expert_step", 0)) == before
     assert os.path.exists(shard_path(data, "expert_step", 1) + ".json")
+
+
+def test_shards_recorded_before_a_setting_existed_resume_when_it_has_its_default(tmp_path):
+    """A setting ee_jax added later (here ``prompt.history_mode``) is absent from older shards' recorded
+    settings: with its default value the shards are the same work, not a mismatch; any other value, or
+    any other changed setting, is still refused by name."""
+    from ee_jax.experience.reflect.stage import collect_reflect
+    from ee_jax.records.store import finished_shards, settings_hash
+
+    cfg = cfg_for(tmp_path, "experience.reflect.generator=grounded", "experience.reflect.alternatives=1")
+    collect_expert(cfg, progress=False)
+    collect_explore(cfg, progress=False)
+    first = collect_reflect(cfg, progress=False)
+    data = str(tmp_path / "data")
+    # rewrite the record as a version without prompt.history_mode would have written it
+    manifest = load_manifest(data)
+    old = manifest["reflection"]["settings"]
+    del old["prompt"]["history_mode"]
+    manifest["reflection"]["settings_hash"] = settings_hash(old)
+    with open(os.path.join(data, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    for i, side in finished_shards(data, "reflection").items():
+        side["settings_hash"] = settings_hash(old)
+        with open(shard_path(data, "reflection", i) + ".json", "w") as f:
+            json.dump(side, f)
+    records = list(iter_records(data, "reflection"))
+
+    again = collect_reflect(cfg, progress=False)  # the default "sliding": nothing to redo
+    assert again["records"] == first["records"] and list(iter_records(data, "reflection")) == records
+    assert "history_mode" not in load_manifest(data)["reflection"]["settings"]["prompt"]
+    with pytest.raises(StageMismatchError, match=r"other settings \(differing: prompt.history_mode\)"):
+        collect_reflect(cfg_for(tmp_path, "experience.reflect.generator=grounded", "experience.reflect.alternatives=1",
+                                "prompt.history_mode=append"), progress=False)
+    with pytest.raises(StageMismatchError, match=r"differing: prompt.history_window\)"):
+        collect_reflect(cfg_for(tmp_path, "experience.reflect.generator=grounded", "experience.reflect.alternatives=1",
+                                "prompt.history_window=1"), progress=False)

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 
 from ee_jax.agent.policy import run_policy
-from ee_jax.config import Config
+from ee_jax.config import Config, PromptConfig
 from ee_jax.envs.base import Task
 from ee_jax.envs.branching import branch_trajectory
 from ee_jax.envs.pool import EnvPool
@@ -247,7 +247,8 @@ def collect_explore(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
         chunks = [list(range(expert_shards[i]["counters"]["trajectories"])) for i in sorted(expert_shards)]
         section = run_sharded_stage(data_dir, KIND, chunks, settings, work, overwrite=overwrite,
                                     progress=progress, desc=f"explore {cfg.env.name}", unit_name="traj",
-                                    postfix=timer.postfix, barrier_timeout_s=cfg.distributed.barrier_timeout_s)
+                                    postfix=timer.postfix, barrier_timeout_s=cfg.distributed.barrier_timeout_s,
+                                    defaults={"prompt": vars(PromptConfig())})
     finally:
         env.close()
         if pool is not None:

@@ -26,7 +26,7 @@ from typing import Any
 from ee_jax.files import atomic_write_text, fsync_dir
 from ee_jax.parallel import host_barrier
 from ee_jax.records.schema import RecordError, validate
-from ee_jax.rundir import StageMismatchError
+from ee_jax.rundir import StageMismatchError, settings_diff
 
 MANIFEST = "manifest.json"
 
@@ -158,11 +158,14 @@ def run_sharded_stage(data_dir: str, kind: str, chunks: Sequence[Sequence[Any]],
                       work: Callable[[list, int], tuple[list[dict], dict]], *, overwrite: bool = False,
                       progress: bool = True, desc: str | None = None, unit_name: str = "unit",
                       postfix: Callable[[], dict] | None = None, extra: dict | None = None,
-                      barrier_timeout_s: float = 3600.0) -> dict:
+                      barrier_timeout_s: float = 3600.0, defaults: dict | None = None) -> dict:
     """Run ``work(chunks[i], i) -> (records, counters)`` for every unfinished shard ``i`` of ``kind``.
 
     ``settings`` (JSON) identifies what the stage computes; shards finished under other settings are
-    an error naming the difference (or are deleted with ``overwrite``). Returns the manifest section
+    an error naming the difference (or are deleted with ``overwrite``). A setting missing from the recorded
+    ones whose value here is its default in ``defaults`` (same nesting as ``settings``) is no difference:
+    ee_jax added it after the shards were written; the stage then goes on under the recorded settings.
+    Returns the manifest section
     of ``kind`` (written to ``manifest.json`` by process 0 once every process has finished), with
     ``extra`` (JSON) added to it.
     """
@@ -173,10 +176,13 @@ def run_sharded_stage(data_dir: str, kind: str, chunks: Sequence[Sequence[Any]],
     s_hash = settings_hash(settings)
     done = finished_shards(data_dir, kind)
     stale = {i: m for i, m in done.items() if m.get("settings_hash") != s_hash}
+    old = load_manifest(data_dir).get(kind, {}).get("settings", {}) if stale else {}
+    if stale and old and all(m.get("settings_hash") == settings_hash(old) for m in stale.values()) \
+            and not settings_diff(old, settings, defaults):
+        settings, s_hash, stale = old, settings_hash(old), {}  # the same work, recorded before a new setting
     if stale:
         if not overwrite:
-            old = load_manifest(data_dir).get(kind, {}).get("settings", {})
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            diff = settings_diff(old, settings, defaults)
             raise StageMismatchError(
                 f"{data_dir}: {len(stale)} finished {kind} shard(s) were written with other settings"
                 + (f" (differing: {', '.join(diff)})" if diff else "")

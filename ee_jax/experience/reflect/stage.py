@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ee_jax.agent.policy import run_policy
-from ee_jax.config import Config
+from ee_jax.config import Config, PromptConfig
 from ee_jax.experience.explore import KIND as TRANSITION
 from ee_jax.experience.reflect.filters import check_reflection, conclude
 from ee_jax.experience.reflect.generators import make_generator
@@ -92,4 +92,5 @@ def collect_reflect(cfg: Config, *, overwrite: bool = False, progress: bool = Tr
     chunks = [list(range(shards[i]["counters"]["states"])) for i in sorted(shards)]
     return run_sharded_stage(data_dir, KIND, chunks, settings, work, overwrite=overwrite, progress=progress,
                              desc=f"reflect ({generator.name})", unit_name="state",
-                             barrier_timeout_s=cfg.distributed.barrier_timeout_s)
+                             barrier_timeout_s=cfg.distributed.barrier_timeout_s,
+                             defaults={"prompt": vars(PromptConfig())})
