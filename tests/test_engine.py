@@ -3,6 +3,8 @@ turn for turn, exactly what ``Sampler.generate`` gives for that turn's prompt an
 EOS and stop strings), while prefilling only the new part of each prompt (evaluation episodes on it equal
 one-episode-at-a-time ``generate`` calls: tests/test_eval.py)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,30 @@ def test_bad_turns_are_clear_errors(model):
         engine.run([Turn(0, [5] * 240)], lambda t, s: None, max_new_tokens=20)
     with pytest.raises(ValueError, match="session 1 for session 0"):
         engine.run([Turn(0, [5, 6])], lambda t, s: Turn(1, [5]), max_new_tokens=4)
+
+
+def test_scanned_layers_decode_equals_the_unrolled_loop():
+    """``model.scan_layers``: the sampler and the engine scan the (stacked) layers, a KV cache with a leading
+    layer axis; a local/global window pattern whose depth is not a whole number of periods (3 layers, period
+    2) takes the scanned group and the unrolled remainder. Tokens equal the unrolled loop's."""
+    base = dataclasses.replace(CFG, num_layers=3, sliding_window=8, global_every=2)
+    scanned = dataclasses.replace(base, scan_layers=True)
+    mesh = single_device_mesh()
+    gdef, params = init_params(scanned, mesh, seed=0)
+    loop, scan = Sampler(gdef, params, base, mesh, Chars()), Sampler(gdef, params, scanned, mesh, Chars())
+    assert scan.scan and not loop.scan
+    k, _ = scan.empty_cache(2, 16)
+    assert k.shape == (3, 2, CFG.num_kv_heads, 16, CFG.d_model // CFG.num_heads)
+    prompts = [[2, 5, 9, 11, 30, 7, 8, 12, 40, 41, 3], [2, 44, 45]]
+    for temperature in (0.0, 1.0):
+        a = scan.generate(prompts, max_new_tokens=24, temperature=temperature, seed=[3, 4])
+        b = loop.generate(prompts, max_new_tokens=24, temperature=temperature, seed=[3, 4])
+        assert [x.ids for x in a] == [x.ids for x in b] and len(a[0].ids) == 24
+    got = {}
+    for name, sampler in (("scan", scan), ("loop", loop)):
+        first, advance = _sessions(n=3, turns=3, mode="slide", seed=2)
+        ids = got[name] = []
+        RolloutEngine(sampler, rows=2).run(first(), lambda t, s, ids=ids, advance=advance: (ids.append(s.ids),
+                                                                                          advance(t, s))[1],
+                                           max_new_tokens=12, temperature=1.0)
+    assert got["scan"] == got["loop"] and len(got["scan"]) == 9

@@ -15,13 +15,15 @@ FSDP = ["mesh.data=1", "mesh.fsdp=-1"]
 
 @pytest.fixture(scope="module")
 def v5e_plan():
-    """One plan of every program (train, GRPO + PPO updates, prefill, decode) of the tiny model on v5e:2x2."""
+    """One plan of every program (train, GRPO + PPO updates, prefill, decode) of the tiny model on v5e:2x2,
+    layers scanned."""
     require("libtpu")
     from ee_jax.config import load_config
     from ee_jax.plan import make_plan
 
+    # scanned layers, as the accelerator presets run them (training forward, RL update and the rollout engine)
     cfg = load_config(None, TINY + FSDP + ["rl.micro_rows=4", "rl.tasks_per_step=2", "rl.group_size=4",
-                                           "rl.max_new_tokens=16"])
+                                           "rl.max_new_tokens=16", "model.scan_layers=true"])
     return make_plan(cfg, "v5e:2x2")
 
 

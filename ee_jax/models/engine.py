@@ -34,14 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ee_jax.models.layers import dtype_of
-from ee_jax.models.sampler import Sample, Sampler, bucket
+from ee_jax.models.sampler import Sample, Sampler, bucket, cache_constrain
 from ee_jax.parallel.distributed import to_host
-from ee_jax.parallel.rules import constrain, use_mesh
+from ee_jax.parallel.rules import use_mesh
 
 __all__ = ["EngineStats", "RolloutEngine", "Turn", "rollout_engine"]
 
-_CACHE_AXES = ("batch", "kv_heads", "cache_length", "head_dim")
 
 
 @dataclasses.dataclass
@@ -112,10 +110,7 @@ class RolloutEngine:
     # ---- device functions -------------------------------------------------------------------
     def _init_fn(self):
         cfg, b = self.sampler.model_cfg, self.rows
-        hd = cfg.head_dim or cfg.d_model // cfg.num_heads
-        zeros = lambda: constrain(jnp.zeros((b, cfg.num_kv_heads, self.cache_len, hd), dtype_of(cfg.dtype)),  # noqa: E731
-                                  _CACHE_AXES)
-        cache = [(zeros(), zeros()) for _ in range(cfg.num_layers)]
+        cache = self.sampler.empty_cache(b, self.cache_len)
         return cache, jnp.zeros((b, cfg.vocab_size), jnp.float32), jnp.zeros((b,), jnp.int32), jnp.ones((b,), bool)
 
     def _extend_fn(self, params, layers, carry, rows, tokens, starts, lengths, *, view):
@@ -124,25 +119,24 @@ class RolloutEngine:
         next-token logits and positions."""
         cache, logits, pos, done = carry
         positions = starts[:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None, :]
-        sub = [(k.at[rows, :, :view].get(mode="clip"), v.at[rows, :, :view].get(mode="clip")) for k, v in cache]
+        # cache arrays are [B, K, S, H] per layer or [L, B, K, S, H] stacked: indexed from the end
+        sub = jax.tree.map(lambda a: a.at[..., rows, :, :view, :].get(mode="clip"), cache)
         h, sub = self.sampler._forward(params, layers, tokens, positions, sub)
         last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
         put = lambda a, u: a.at[rows].set(u.astype(a.dtype), mode="drop")  # noqa: E731
-        put_view = lambda a, u: a.at[rows, :, :view].set(u.astype(a.dtype), mode="drop")  # noqa: E731
-        cache = [(constrain(put_view(k, sk), _CACHE_AXES), constrain(put_view(v, sv), _CACHE_AXES))
-                 for (k, v), (sk, sv) in zip(cache, sub, strict=True)]
+        cache = jax.tree.map(
+            lambda a, u: cache_constrain(a.at[..., rows, :, :view, :].set(u.astype(a.dtype), mode="drop")), cache, sub)
         return (cache, put(logits, self.sampler._logits(params, last)), put(pos, starts + lengths),
                 put(done, jnp.zeros_like(lengths, bool)))
 
     def _decode_fn(self, params, layers, carry, live, stop_ids, keys, temperature, top_p, *, view, top_k, greedy):
         """``chunk`` decode steps of every row over the first ``view`` cache slots (rows not ``live`` idle)."""
         cache, logits, pos, done = carry
-        sub = [(k[:, :, :view], v[:, :, :view]) for k, v in cache]
+        sub = jax.tree.map(lambda a: a[..., :view, :], cache)
         (sub, logits, pos, done), out, lps = self.sampler._decode_fn(
             params, layers, (sub, logits, pos, done | ~live), stop_ids, keys, temperature, top_p,
             steps=self.chunk, top_k=top_k, greedy=greedy)
-        put = lambda a, u: jax.lax.dynamic_update_slice_in_dim(a, u, 0, axis=2)  # noqa: E731
-        cache = [(put(k, sk), put(v, sv)) for (k, v), (sk, sv) in zip(cache, sub, strict=True)]
+        cache = jax.tree.map(lambda a, u: jax.lax.dynamic_update_slice_in_dim(a, u, 0, axis=a.ndim - 2), cache, sub)
         return (cache, logits, pos, done), out, lps
 
     # ---- host loop --------------------------------------------------------------------------

@@ -12,12 +12,18 @@ Generation runs the decoder layer by layer over *per-layer* parameters and KV ca
 and re-stacked the whole cache, a copy of both per token (BENCHMARKS.md, "Sampler (CPU)"). Prefill
 computes logits only at each prompt's last position.
 
+With ``model.scan_layers`` (the accelerator presets) decoding scans the layers instead, as the training
+forward does: the inference copy keeps the layer weights stacked and the KV cache is one ``(k, v)`` pair
+with a leading layer axis, so the compiled decode step holds one window period of layers whatever the
+depth (compile time of a 32-layer model stays that of one period). Outputs equal the unrolled loop's.
+
 **The inference copy.** Decoding reads an inference copy of the weights, made once per policy version
 (when :attr:`Sampler.params` is set, e.g. after each RL update) rather than per call: the layer weights
-sliced per layer, every matrix cast to the model's compute dtype (``sampler.weights_dtype="auto"``: each
-layer casts it so on use, so outputs are bit-identical while a bf16 model decodes from half the bytes),
-and every array resharded for decoding: replicated over the data-parallel axes (``fsdp`` gathered once,
-not once per decoded token), split over ``tensor`` as in training.
+sliced per layer (kept stacked when scanned), every matrix cast to the model's compute dtype
+(``sampler.weights_dtype="auto"``: each layer casts it so on use, so outputs are bit-identical while a
+bf16 model decodes from half the bytes), and every array resharded for decoding: replicated over the
+data-parallel axes (``fsdp`` gathered once, not once per decoded token), split over ``tensor`` as in
+training.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ee_jax.config import ModelConfig, SamplerConfig
 from ee_jax.models.factory import apply_model
 from ee_jax.models.layers import dtype_of
-from ee_jax.models.transformer import layer_windows
+from ee_jax.models.transformer import layer_windows, window_period
 from ee_jax.parallel.distributed import to_host
 from ee_jax.parallel.rules import constrain, logical_to_spec, use_mesh
 
@@ -78,6 +84,11 @@ def _choose(logits, key, temperature, top_k: int, top_p, greedy: bool):
         lp = jax.nn.log_softmax(scaled, axis=-1)
         tok = jax.random.categorical(key, _filter_logits(scaled, top_k, top_p), axis=-1)
     return tok.astype(jnp.int32), jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
+
+
+def cache_constrain(c):
+    """A KV-cache array (per layer [B, K, S, H], or stacked [L, B, K, S, H]) constrained to its logical axes."""
+    return constrain(c, ("layers",) * (c.ndim - 4) + ("batch", "kv_heads", "cache_length", "head_dim"))
 
 
 def _in_layers(path) -> bool:
@@ -129,6 +140,7 @@ class Sampler:
         self.graphdef, self.params, self.model_cfg = graphdef, params, model_cfg
         self.mesh, self.tokenizer, self.cfg, self.chunk = mesh, tokenizer, cfg or SamplerConfig(), chunk
         self.data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+        self.scan = bool(model_cfg.scan_layers)  # decode loops over layers as the model's training forward does
         self._row_sharding = NamedSharding(mesh, logical_to_spec(("batch", "length")))
         self._layer_graphdef = nnx.split(nnx.merge(graphdef, params).layers)[0]
         self._prepare = jax.jit(self._prepare_fn)
@@ -173,11 +185,13 @@ class Sampler:
         training shardings with ``fsdp`` gathered; the stacked layers inside ``params`` keep theirs."""
         top, layers = prepared
         stacked = nnx.split(nnx.merge(self.graphdef, params).layers)[1]
-        return (jax.tree_util.tree_map_with_path(
-                    lambda path, _, src: src.sharding if _in_layers(path) else _decode_sharding(src.sharding, False),
-                    top, params),
-                [jax.tree.map(lambda _, src: _decode_sharding(src.sharding, True), layer, stacked)
-                 for layer in layers])
+        top_sh = jax.tree_util.tree_map_with_path(
+            lambda path, _, src: src.sharding if _in_layers(path) else _decode_sharding(src.sharding, False),
+            top, params)
+        if self.scan:  # the stacked copy keeps its leading layer axis
+            return top_sh, jax.tree.map(lambda _, src: _decode_sharding(src.sharding, False), layers, stacked)
+        return top_sh, [jax.tree.map(lambda _, src: _decode_sharding(src.sharding, True), layer, stacked)
+                        for layer in layers]
 
     def abstract_inference_weights(self, abs_params):
         """The inference copy of abstract ``abs_params`` as ShapeDtypeStructs with their shardings (planning)."""
@@ -197,7 +211,22 @@ class Sampler:
         never reads them), and the stacked layer params as per-layer states, cast."""
         top = jax.tree_util.tree_map_with_path(lambda path, a: a if _in_layers(path) else self._cast(a), params)
         stacked = nnx.split(nnx.merge(self.graphdef, params).layers)[1]
+        if self.scan:
+            return top, jax.tree.map(self._cast, stacked)
         return top, [jax.tree.map(lambda a, i=i: self._cast(a[i]), stacked) for i in range(self.model_cfg.num_layers)]
+
+    def empty_cache(self, rows: int, length: int):
+        """A zero KV cache of ``rows`` x ``length`` slots: per layer ``(k, v)`` of [rows, kv_heads, length,
+        head_dim], as a list of per-layer pairs, or (scanned layers) one ``(k, v)`` pair with a leading
+        layer axis. Code that touches a cache indexes its axes from the end, so it serves both."""
+        cfg = self.model_cfg
+        hd = cfg.head_dim or cfg.d_model // cfg.num_heads
+        if self.scan:
+            zeros = lambda: cache_constrain(  # noqa: E731
+                jnp.zeros((cfg.num_layers, rows, cfg.num_kv_heads, length, hd), dtype_of(cfg.dtype)))
+            return zeros(), zeros()
+        zeros = lambda: cache_constrain(jnp.zeros((rows, cfg.num_kv_heads, length, hd), dtype_of(cfg.dtype)))  # noqa: E731
+        return [(zeros(), zeros()) for _ in range(cfg.num_layers)]
 
     def _forward(self, params, layers, tokens, positions, caches):
         """The decoder over pre-sliced per-layer ``layers`` and ``caches``: (hidden before the final norm, caches).
@@ -211,11 +240,38 @@ class Sampler:
         windows = layer_windows(self.model_cfg)
         ropes = {w: model.rope(positions, local=w > 0) for w in set(windows)}
         segments = jnp.ones_like(positions)
-        new_caches = []
-        for state, window, cache in zip(layers, windows, caches, strict=True):
-            x, cache = nnx.merge(self._layer_graphdef, state)(x, ropes[window], positions, segments, window, cache)
-            new_caches.append(cache)
-        return x, new_caches
+
+        def block(x, state, window, cache):
+            return nnx.merge(self._layer_graphdef, state)(x, ropes[window], positions, segments, window, cache)
+
+        if not self.scan:
+            new_caches = []
+            for state, window, cache in zip(layers, windows, caches, strict=True):
+                x, cache = block(x, state, window, cache)
+                new_caches.append(cache)
+            return x, new_caches
+        # Scanned: groups of one window period (static windows inside), as Decoder.hidden; the layers past
+        # the last whole period unrolled. The compiled body holds one period whatever the depth.
+        period = window_period(windows)
+        n = len(windows) // period * period
+        group = lambda a: a[:n].reshape(n // period, period, *a.shape[1:])  # noqa: E731
+
+        def body(x, xs):
+            states, ks, vs = xs
+            out = []
+            for j in range(period):
+                x, kv = block(x, jax.tree.map(lambda a, j=j: a[j], states), windows[j], (ks[j], vs[j]))
+                out.append(kv)
+            return x, tuple(jnp.stack([kv[i] for kv in out]) for i in (0, 1))
+
+        k_all, v_all = caches
+        x, (ks, vs) = jax.lax.scan(body, x, (jax.tree.map(group, layers), group(k_all), group(v_all)))
+        ks, vs = [ks.reshape(n, *ks.shape[2:])], [vs.reshape(n, *vs.shape[2:])]
+        for i in range(n, len(windows)):
+            x, (k, v) = block(x, jax.tree.map(lambda a, i=i: a[i], layers), windows[i], (k_all[i], v_all[i]))
+            ks.append(k[None])
+            vs.append(v[None])
+        return x, (cache_constrain(jnp.concatenate(ks)), cache_constrain(jnp.concatenate(vs)))
 
     def _logits(self, params, h):
         """fp32 logits [B, V] from last-position hidden states [B, D]."""
@@ -226,16 +282,12 @@ class Sampler:
 
         The prompt attends over a cache of its own length; the cache is padded to ``cache_len`` after.
         """
-        cfg = self.model_cfg
         b, t = tokens.shape
-        hd = cfg.head_dim or cfg.d_model // cfg.num_heads
-        logical = ("batch", "kv_heads", "cache_length", "head_dim")
-        zeros = constrain(jnp.zeros((b, cfg.num_kv_heads, t, hd), dtype_of(cfg.dtype)), logical)
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-        h, caches = self._forward(params, layers, tokens, positions, [(zeros, zeros)] * cfg.num_layers)
-        pad = lambda c: constrain(jnp.pad(c, ((0, 0), (0, 0), (0, cache_len - t), (0, 0))), logical)  # noqa: E731
+        h, caches = self._forward(params, layers, tokens, positions, self.empty_cache(b, t))
+        pad = lambda c: cache_constrain(jnp.pad(c, [(0, 0)] * (c.ndim - 2) + [(0, cache_len - t), (0, 0)]))  # noqa: E731
         last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
-        return self._logits(params, last), [(pad(k), pad(v)) for k, v in caches]
+        return self._logits(params, last), jax.tree.map(pad, caches)
 
     def _decode_fn(self, params, layers, carry, stop_ids, key, temperature, top_p, *, steps, top_k, greedy):
         def body(i, carry):

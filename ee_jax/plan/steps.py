@@ -275,8 +275,9 @@ def plan_sampler(cfg: Config, mesh, algorithms: tuple[str, ...] = ("grpo", "ppo"
         top, layers = sampler.abstract_inference_weights(abs_params)
         carry_shape = jax.eval_shape(engine._init_fn)
     b, t, c = shape["rows"], shape["prompt_len"], shape["cache_len"]
-    cache_sharding = NamedSharding(mesh, logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim")))
-    carry = (jax.tree.map(lambda a: _sds(a.shape, a.dtype, cache_sharding), carry_shape[0]),
+    axes = ("batch", "kv_heads", "cache_length", "head_dim")  # per layer; scanned layers add a leading axis
+    carry = (jax.tree.map(lambda a: _sds(a.shape, a.dtype, NamedSharding(
+        mesh, logical_to_spec(("layers",) * (a.ndim - 4) + axes))), carry_shape[0]),
              *(_sds(a.shape, a.dtype, rep) for a in carry_shape[1:]))
     extend = StepPlan("rollout:extend", b * t, forward_flops_per_token(cfg.model, t // 2) * b * t,
                       param_bytes=p_bytes, resident_bytes=resident, resident_note=note,
