@@ -42,6 +42,11 @@ def test_lm_learns(full_run):
     assert summary["valid_loss"] < 0.4 * math.log(384)
     for name in ("config.yaml", "tokenizer/spm.model", "metrics.jsonl"):
         assert os.path.exists(os.path.join(run_dir, name)), name
+    import yaml
+
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        record = yaml.safe_load(f)["_run"]  # provenance: versions and the commit of the code that ran
+    assert record["versions"]["ee_jax"] == "0.1.0" and len(record["git_commit"].split("-")[0]) == 40
     assert os.listdir(os.path.join(run_dir, "tb"))
     assert sorted(os.listdir(os.path.join(run_dir, "ckpt", "lm"))) == ["100", "50", "selection.json"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -25,6 +26,28 @@ def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
         else:
             raise ConfigError(f"unexpected argument {it!r}: give one CONFIG file, then key=value overrides")
     return path, overrides
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count), else a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (an index or offset)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; expected 0 or more")
+    return value
 
 
 def emit(args, human: str, payload: dict) -> None:

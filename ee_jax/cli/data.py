@@ -12,7 +12,7 @@ import itertools
 import os
 import sys
 
-from ee_jax.cli.common import emit
+from ee_jax.cli.common import emit, positive_int
 from ee_jax.config import load_config
 from ee_jax.data.examples import OBJECTIVES, render_record, sources_for
 from ee_jax.data.experience_dataset import dataset_sizes, read_selected, select_records
@@ -132,7 +132,7 @@ def add_parser(sub) -> None:
     sh = ds.add_parser("show", help="the first examples of an objective, trained tokens highlighted")
     common(sh)
     sh.add_argument("--objective", required=True, choices=OBJECTIVES)
-    sh.add_argument("--n", type=int, default=3, help="examples per record kind")
+    sh.add_argument("--n", type=positive_int, default=3, help="examples per record kind")
     sh.add_argument("--split", default="train")
     sh.add_argument("--no-color", action="store_true", help="mark trained tokens with [[ ]] even on a terminal")
     sh.set_defaults(func=cmd_show)

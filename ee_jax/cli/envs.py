@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import textwrap
 
-from ee_jax.cli.common import emit
+from ee_jax.cli.common import emit, non_negative_int, positive_int
 from ee_jax.envs.base import SPLITS, EnvError
 from ee_jax.envs.branching import check_determinism, reach
 from ee_jax.envs.checks import check_env, run_oracle
@@ -93,6 +93,7 @@ PLAY_HELP = """Type an action (or its number from the list). Commands:
   :actions  list the admissible actions again     :hint   the expert's next action
   :undo     take back the last action             :goal   show the goal again
   :restart  start the task over                   :quit   stop"""
+PLAY_COMMANDS = "commands: :actions :hint :undo :goal :restart :quit :help"
 
 
 def cmd_play(args) -> None:
@@ -135,14 +136,21 @@ def cmd_play(args) -> None:
                 actions = actions[:-1] if line == ":undo" else []
                 obs = reach(env, task, actions)[-1]  # replay works for every environment
                 admissible = show(obs)
+            elif line.startswith(":"):  # never sent to the environment: a typo must not cost a step
+                print(f"unknown command {line!r}; " + PLAY_COMMANDS)
+            elif line.isdigit() and admissible is not None and not 1 <= int(line) <= len(admissible):
+                print(f"no action [{line}]: choose 1..{len(admissible)}, or type an action")
             else:
-                if line.isdigit() and admissible and 1 <= int(line) <= len(admissible):
+                if line.isdigit() and admissible:
                     line = admissible[int(line) - 1]
                 obs, _, _, info = env.step(line)
                 actions.append(line)
                 if not info["valid"]:
                     print("(invalid action)")
                 admissible = show(obs)
+                if not env.done:
+                    print(f"step {env.steps}" + (f"/{env.max_steps}" if env.max_steps else "")
+                          + f"  score {env.score:.2f}")
         won = bool(info.get("won"))
         print(f"\n{'You won' if won else 'Episode over' if env.done else 'Stopped'} after {env.steps} "
               f"step{'s' if env.steps != 1 else ''} "
@@ -176,7 +184,7 @@ def add_parser(sub) -> None:
     def common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
         p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                        help="environment option (YAML value), e.g. -o games=[coin]; repeatable")
-        p.add_argument("--max-steps", type=int, default=None, help="step limit (default: the environment's)")
+        p.add_argument("--max-steps", type=positive_int, default=None, help="step limit (default: the environment's)")
         if json_flag:
             p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -195,17 +203,17 @@ def add_parser(sub) -> None:
     pl.add_argument("env")
     pl.add_argument("--task", default=None, help="task id (default: task --index of --split)")
     pl.add_argument("--split", default="train", choices=SPLITS)
-    pl.add_argument("--index", type=int, default=0)
-    pl.add_argument("--difficulty", type=int, default=None)
+    pl.add_argument("--index", type=non_negative_int, default=0)
+    pl.add_argument("--difficulty", type=positive_int, default=None)
     common(pl)
     pl.set_defaults(func=cmd_play)
 
     ck = es.add_parser("check", help="oracle success rate, steps, observation lengths, speed, determinism")
     ck.add_argument("env")
     ck.add_argument("--split", default="train", choices=SPLITS)
-    ck.add_argument("--n", type=int, default=20)
-    ck.add_argument("--start", type=int, default=0)
-    ck.add_argument("--difficulty", type=int, default=None)
+    ck.add_argument("--n", type=positive_int, default=20)
+    ck.add_argument("--start", type=non_negative_int, default=0)
+    ck.add_argument("--difficulty", type=positive_int, default=None)
     ck.add_argument("--no-progress", action="store_true", help="no progress bar")
     common(ck)
     ck.set_defaults(func=cmd_check)

@@ -10,7 +10,7 @@ import dataclasses
 import os
 
 from ee_jax.agent.policy import load_policy
-from ee_jax.cli.common import emit
+from ee_jax.cli.common import emit, positive_int
 from ee_jax.config import ConfigError, load_config
 from ee_jax.envs.base import check_split
 from ee_jax.eval import evaluate_policy
@@ -77,7 +77,7 @@ def add_parser(sub) -> None:
     ev.add_argument("config", nargs="*", help="key=value overrides of the run's config, e.g. eval.tasks=50")
     ev.add_argument("--stage", required=True, help="checkpoint stage (il, iwm, sr, ...); init: the untrained model")
     ev.add_argument("--split", default=None, help="comma-separated splits (default: eval.splits, e.g. test,ood)")
-    ev.add_argument("--n", type=int, default=None, help="tasks per split (default: eval.tasks)")
+    ev.add_argument("--n", type=positive_int, default=None, help="tasks per split (default: eval.tasks)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(func=cmd_eval)

@@ -7,15 +7,17 @@ line of stdout. Config arguments are ``[CONFIG.yaml] [key=value ...]`` (dotted o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 from ee_jax import runtime
 from ee_jax.cli import collect, data, envs, models, plan, rl, serve, sweep, train
 from ee_jax.cli import eval as eval_cli
-from ee_jax.cli.common import emit, split_config_args
-from ee_jax.config import ConfigError, load_config, resolve_mesh_shape
+from ee_jax.cli.common import emit, positive_int, split_config_args
+from ee_jax.config import ConfigError, config_to_dict, load_config, resolve_mesh_shape
 from ee_jax.pipeline.lm import run_lm, sample_lm
-from ee_jax.runinfo import versions
+from ee_jax.runinfo import version_string, versions
 from ee_jax.train.guard import NonFiniteLossError, TrainingInterrupted
 
 
@@ -41,6 +43,20 @@ def cmd_info(args) -> None:
     emit(args, "\n".join(lines), payload)
 
 
+def cmd_config_show(args) -> None:
+    import yaml
+
+    path, overrides = split_config_args(args.config)
+    data = config_to_dict(load_config(path, overrides))
+    emit(args, yaml.safe_dump(data, sort_keys=False).rstrip(), data)
+
+
+# An optional dependency's module -> the extra that installs it (setup.py EXTRAS).
+OPTIONAL_MODULES = {"torch": "hf", "transformers": "hf", "accelerate": "hf", "scienceworld": "envs",
+                    "textworld_express": "envs", "textworld": "envs", "fastapi": "serve", "uvicorn": "serve",
+                    "gguf": "models", "openai": "dev"}
+
+
 def cmd_lm_train(args) -> None:
     path, overrides = split_config_args(args.config)
     cfg = load_config(path or "lm/tiny", overrides)
@@ -61,7 +77,17 @@ def cmd_lm_sample(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ee-jax", description="Early Experience for LLM agents, in JAX.")
+    p.add_argument("--version", action="version", version=version_string())
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (also EE_JAX_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="the resolved config")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print a config with its defaults, presets and overrides resolved")
+    show.add_argument("config", nargs="*", help="[CONFIG.yaml] [key=value ...]")
+    show.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    show.set_defaults(func=cmd_config_show)
 
     info = sub.add_parser("info", help="devices, mesh and versions")
     info.add_argument("config", nargs="*", help="[CONFIG.yaml] [key=value ...]")
@@ -78,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa = lm_sub.add_parser("sample", help="generate from a trained run")
     sa.add_argument("run_dir")
     sa.add_argument("--prompt", action="append", required=True, help="repeat for a batch of prompts")
-    sa.add_argument("--max-new-tokens", type=int, default=None)
+    sa.add_argument("--max-new-tokens", type=positive_int, default=None)
     sa.add_argument("--temperature", type=float, default=None)
     sa.add_argument("--top-k", type=int, default=None)
     sa.add_argument("--top-p", type=float, default=None)
@@ -109,18 +135,34 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.config = list(args.config) + extra
 
+    debug = args.debug or os.environ.get("EE_JAX_DEBUG", "") not in ("", "0")
     try:
         args.func(args)
     except TrainingInterrupted as e:  # preemption: checkpointed, resume by re-running
         print(f"ee-jax: {e}", file=sys.stderr)
         return e.exit_code
     except NonFiniteLossError as e:
-        print(f"ee-jax: error: {e}", file=sys.stderr)
+        _show(e, debug)
         return 1
+    except ModuleNotFoundError as e:
+        extra = OPTIONAL_MODULES.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        _show(ModuleNotFoundError(f"this needs the optional package {e.name!r}: "
+                                  f"pip install 'ee_jax[{extra}]' (from the checkout: pip install -e '.[{extra}]')"),
+              debug, cause=e)
+        return 2
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"ee-jax: error: {e}", file=sys.stderr)
+        _show(e, debug)
         return 2
     return 0
+
+
+def _show(e: BaseException, debug: bool, cause: BaseException | None = None) -> None:
+    """One ``ee-jax: error:`` line; with ``--debug`` / ``EE_JAX_DEBUG=1`` the traceback first."""
+    if debug:
+        traceback.print_exception(cause or e, file=sys.stderr)
+    print(f"ee-jax: error: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import threading
 import time
 
 from ee_jax.agent.policy import load_policy
+from ee_jax.cli.common import positive_int
 from ee_jax.config import ConfigError, load_config
 
 
@@ -96,7 +97,7 @@ def add_parser(sub) -> None:
     sv.add_argument("--model-name", default=None, help="the request `model` to accept (default: the run dir name)")
     sv.add_argument("--init", action="store_true", help="serve the randomly initialised model if there is no "
                                                         "checkpoint")
-    sv.add_argument("--max-batch", type=int, default=16, help="most prompts per generate call")
+    sv.add_argument("--max-batch", type=positive_int, default=16, help="most prompts per generate call")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                     help="uvicorn log level")
     sv.add_argument("--json", action="store_true", help="print one JSON line {url, model, source} once listening")

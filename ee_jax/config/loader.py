@@ -103,6 +103,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     """Build a validated :class:`Config` from an optional YAML file plus ``key=value`` overrides."""
     raw = _expand_model_preset(raw_config(path, overrides))
     schema = OmegaConf.structured(Config)
+    raw = _scalars_to_lists(raw, schema)
     try:
         merged = OmegaConf.merge(schema, OmegaConf.create(raw))
         cfg: Config = OmegaConf.to_object(merged)
@@ -110,6 +111,19 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ConfigError(_describe(e, path)) from None
     validate(cfg)
     return cfg
+
+
+def _scalars_to_lists(raw: dict[str, Any], schema) -> dict[str, Any]:
+    """A single value given for a list-valued key means a list of it (``eval.pass_k=4`` is ``[4]``)."""
+    out = {}
+    for k, v in raw.items():
+        node = schema.get(k) if OmegaConf.is_dict(schema) and k in schema else None
+        if node is not None and OmegaConf.is_list(node) and v is not None and not isinstance(v, list | tuple | dict):
+            v = [v]
+        elif node is not None and OmegaConf.is_dict(node) and isinstance(v, dict):
+            v = _scalars_to_lists(v, node)
+        out[k] = v
+    return out
 
 
 def _describe(e: OmegaConfBaseException, path) -> str:
