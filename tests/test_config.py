@@ -156,3 +156,10 @@ def test_every_shipped_config_loads_and_validates(monkeypatch, tmp_path):
     base = load_config(os.path.join(root, "experiments", "household.yaml"))
     assert frac.experience.tasks["train"] * 8 == base.experience.tasks["train"]
     assert frac.experience.explore.k == base.experience.explore.k and frac.recipe.seeds == [0, 1, 2, 3, 4]
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"seed: 1\nrun_dir: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line 2: not UTF-8 text \(byte 0xe9 at offset 20\)"):
+        load_config(str(path))

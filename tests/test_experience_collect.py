@@ -78,6 +78,13 @@ def test_expert_from_jsonl(tmp_path):
                        progress=False)
     assert "line 3" in str(e.value) and "line 5" in str(e.value) and "'acts'" in str(e.value)
 
+    # a line that is not UTF-8 is a bad line like any other, named by its number and byte
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes((good[0] + "\n").encode() + b'{"task": "caf\xe9"}\n')
+    with pytest.raises(TrajectoryFileError, match=r"latin1.jsonl: 1 bad line.*\n  line 2: not UTF-8 text \(byte 0xe9"):
+        collect_expert(cfg_for(tmp_path / "e", "experience.source=jsonl", f"experience.trajectories={latin}"),
+                       progress=False)
+
     # bad lines whose problem shows only on replay fail too, naming the line
     replay_path = _write_jsonl(tmp_path / "replay.jsonl", [good[0], bad_action])
     with pytest.raises(ReplayError, match="line 2.*not valid"):

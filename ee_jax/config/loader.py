@@ -31,6 +31,10 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} not found (also looked for {CONFIG_ROOT}/{path}.yaml)")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}: line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save the file as UTF-8") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -92,8 +92,13 @@ def read_trajectories(path: str, env: Env, *, on_bad_line: str = "fail") -> tupl
     out: list[UserTrajectory] = []
     bad: list[dict] = []
     seen: dict[tuple, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, text in enumerate(f, start=1):
+    with open(path, "rb") as f:  # decoded line by line: a non-UTF-8 line is a bad line with its number
+        for n, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad.append({"line": n, "error": f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"})
+                continue
             if not text.strip():
                 continue
             try:
