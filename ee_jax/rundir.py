@@ -2,7 +2,9 @@
 
 A run directory (``run_dir`` of every config) holds::
 
-    config.yaml            the resolved config of the newest command (+ package version, git commit, seeds)
+    config.yaml            the resolved config of the newest command that succeeded (+ versions, git commit,
+                           seeds); a refused or failed command leaves it as it was
+    invocations.jsonl      commands that were refused or failed: their resolved config and the error
     data/                  collected records (ArrayRecord shards + manifest.json)
     tokenizer/spm.model    the run's trained SentencePiece model (unless tokenizer.path is set)
     ckpt/STAGE/            Orbax checkpoints of a stage (il, iwm_wm, sr, grpo_from_il, lm, ...)

@@ -55,3 +55,28 @@ def test_collect_twx_config(tmp_path):
     experts, trans, _ = _check_store(run, out, 4)
     assert {e["task_id"].split("-")[0] for e in experts} == {"coin", "mapreader", "sorting", "arithmetic"}
     assert any(not t["valid"] or t["next_observation"] != trans[0]["next_observation"] for t in trans)
+
+
+def test_a_refused_command_leaves_the_run_record_byte_identical(tmp_path):
+    """A command refused on an existing run (here: exploration with another K than its finished shards) does
+    not rewrite ``config.yaml``; the attempt, with its resolved config and the error, goes to
+    ``invocations.jsonl``. A successful command records its config."""
+    import json
+    import os
+
+    run = tmp_path / "run"
+    base = ["experience.tasks.train=4", "experience.tasks.valid=1", "experience.explore.k=2", f"run_dir={run}",
+            "--no-progress"]
+    for stage in ("expert", "explore"):
+        assert ee_jax("collect", stage, *base).returncode == 0
+    record = (run / "config.yaml").read_bytes()
+    refused = ee_jax("collect", "explore", *base, "experience.explore.k=3")
+    assert refused.returncode == 2 and "other settings" in refused.stderr
+    assert (run / "config.yaml").read_bytes() == record  # byte for byte
+    with open(run / "invocations.jsonl") as f:
+        (attempt,) = [json.loads(line) for line in f]
+    assert attempt["status"] == "failed" and "StageMismatchError" in attempt["error"]
+    assert attempt["config"]["experience"]["explore"]["k"] == 3 and attempt["argv"]
+    ok = ee_jax("collect", "explore", *base, "seed=0")  # the same settings: nothing to redo, and recorded
+    assert ok.returncode == 0 and os.path.getsize(run / "invocations.jsonl") > 0
+    assert b"k: 2" in (run / "config.yaml").read_bytes()

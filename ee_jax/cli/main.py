@@ -14,7 +14,7 @@ import traceback
 from ee_jax import runtime
 from ee_jax.cli import collect, data, envs, models, plan, rl, serve, sweep, train
 from ee_jax.cli import eval as eval_cli
-from ee_jax.cli.common import emit, positive_int, split_config_args
+from ee_jax.cli.common import emit, finish_run_records, positive_int, split_config_args
 from ee_jax.config import ConfigError, config_to_dict, load_config, resolve_mesh_shape
 from ee_jax.pipeline.lm import run_lm, sample_lm
 from ee_jax.runinfo import version_string, versions
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     debug = args.debug or os.environ.get("EE_JAX_DEBUG", "") not in ("", "0")
     try:
-        args.func(args)
+        _run(args)
     except TrainingInterrupted as e:  # preemption: checkpointed, resume by re-running
         print(f"ee-jax: {e}", file=sys.stderr)
         return e.exit_code
@@ -156,6 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         _show(e, debug)
         return 2
     return 0
+
+
+def _run(args) -> None:
+    """The command, then its run record: written on success, left as it was (the attempt logged) otherwise."""
+    try:
+        args.func(args)
+    except BaseException as e:
+        finish_run_records(e)
+        raise
+    finish_run_records(None)
 
 
 def _show(e: BaseException, debug: bool, cause: BaseException | None = None) -> None:
