@@ -163,3 +163,17 @@ def test_a_config_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
     path.write_bytes(b"seed: 1\nrun_dir: caf\xe9\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: line 2: not UTF-8 text \(byte 0xe9 at offset 20\)"):
         load_config(str(path))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=-7", "seed=-7: expected an integer in [0, 2**32)"),
+    ("seed=100000000000000000000000", "seed=100000000000000000000000: expected an integer in [0, 2**32)"),
+    ("tokenizer.vocab_size=99999999999999999999", "tokenizer.vocab_size=99999999999999999999: expected a positive"),
+    ("model.d_model=4294967296", "model.d_model=4294967296: expected a positive integer below 2**31"),
+    ("data.valid_fraction=1.5", "data.valid_fraction=1.5: expected in [0, 1)"),
+    ("recipe.seeds=[0,-1]", "recipe.seeds=[0, -1]: expected a non-empty list of distinct integers in [0, 2**32)"),
+])
+def test_values_out_of_the_range_the_libraries_accept_are_refused_before_work(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert str(e.value).startswith(message)

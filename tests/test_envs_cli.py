@@ -109,3 +109,12 @@ def test_a_missing_optional_dependency_names_the_extra_to_install(monkeypatch, c
     monkeypatch.setattr(cli, "cmd_config_show", internal_bug)  # not an optional package: a real traceback
     with pytest.raises(ModuleNotFoundError):
         cli.main(["config", "show"])
+
+
+def test_yaml_code_in_an_environment_option_is_a_one_line_error():
+    out = ee_jax("envs", "check", "household", "--n", "1", "-o", 'x=!!python/object/apply:os.system ["echo hi"]')
+    assert out.returncode == 2 and "hi" not in out.stdout
+    assert out.stderr.strip().splitlines() == [
+        "ee-jax: error: environment option 'x=!!python/object/apply:os.system [\"echo hi\"]': the value is not "
+        "plain YAML data (could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system')"]

@@ -21,7 +21,11 @@ def _options(pairs: list[str]) -> dict:
         key, sep, value = p.partition("=")
         if not sep or not key:
             raise EnvError(f"environment option {p!r}: expected KEY=VALUE, e.g. -o games=[coin]")
-        out[key] = yaml.safe_load(value)  # safe_load: data only, never code
+        try:
+            out[key] = yaml.safe_load(value)  # safe_load: data only, never code
+        except yaml.YAMLError as e:
+            reason = str(e).strip().splitlines()[0]
+            raise EnvError(f"environment option {p!r}: the value is not plain YAML data ({reason})") from None
     return out
 
 

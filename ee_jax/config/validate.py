@@ -44,10 +44,16 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         if _get(cfg, key) not in allowed:
             renamed = RENAMED.get((key, _get(cfg, key)))
             _fail(key, _get(cfg, key), "one of " + ", ".join(allowed) + (f" ({renamed})" if renamed else ""))
+    if not 0 <= cfg.seed < 2**32:  # numpy's and sentencepiece's seeds are unsigned 32-bit
+        _fail("seed", cfg.seed, "an integer in [0, 2**32)")
     m = cfg.model
     for key in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "ffn_dim", "max_seq_len"):
-        if getattr(m, key) <= 0:
-            _fail(f"model.{key}", getattr(m, key), "a positive integer")
+        if not 0 < getattr(m, key) < 2**31:  # token ids and shapes are int32
+            _fail(f"model.{key}", getattr(m, key), "a positive integer below 2**31")
+    if not 0 < cfg.tokenizer.vocab_size < 2**31:
+        _fail("tokenizer.vocab_size", cfg.tokenizer.vocab_size, "a positive integer below 2**31")
+    if not 0 <= cfg.data.valid_fraction < 1:
+        _fail("data.valid_fraction", cfg.data.valid_fraction, "in [0, 1): the share of the corpus held out")
     if m.head_dim == 0 and m.d_model % m.num_heads:
         _fail("model.num_heads", m.num_heads, f"a divisor of model.d_model={m.d_model} (or set model.head_dim)")
     if m.num_heads % m.num_kv_heads:
@@ -191,8 +197,8 @@ def validate_recipe(cfg: Config) -> None:
             if start != "init" and start not in r.methods:
                 _fail("rl.starts", cfg.rl.starts, f"starts among init and the trained methods {r.methods} "
                       f"({start!r} is not trained by this run)")
-    if not r.seeds or len(set(r.seeds)) != len(r.seeds):
-        _fail("recipe.seeds", r.seeds, "a non-empty list of distinct integers")
+    if not r.seeds or len(set(r.seeds)) != len(r.seeds) or not all(0 <= x < 2**32 for x in r.seeds):
+        _fail("recipe.seeds", r.seeds, "a non-empty list of distinct integers in [0, 2**32)")
     if r.epochs < 0 or r.wm_epochs < 0:
         _fail("recipe.epochs" if r.epochs < 0 else "recipe.wm_epochs", min(r.epochs, r.wm_epochs), ">= 0")
     if not 0 <= r.wm_max_fraction < 1:
