@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 
 def fsync_dir(path: str) -> None:
@@ -25,3 +27,20 @@ def atomic_write_text(path: str, text: str | bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+class CorruptFileError(ValueError):
+    """A file ee_jax wrote earlier cannot be read back as written (garbled, truncated)."""
+
+
+def read_json(path: str, remedy: str) -> Any:
+    """The JSON value in ``path``; a garbled file is a :class:`CorruptFileError` naming it, what is wrong
+    and ``remedy`` (how to recover)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CorruptFileError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                               f"{remedy}") from None
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path}: not UTF-8 text (byte offset {e.start}); {remedy}") from None

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 import jax
 
 from ee_jax.checkpoint import Checkpointer
-from ee_jax.files import atomic_write_text
+from ee_jax.files import atomic_write_text, read_json
 
 
 class StageMismatchError(ValueError):
@@ -156,11 +156,7 @@ class RunDir:
     @staticmethod
     def read_json(path: str):
         """A JSON file of the run; a garbled one is a one-line error naming it."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                return json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e}); delete it to redo the step that wrote it") from None
+        return read_json(path, "delete it to redo the step that wrote it")
 
     def has_checkpoint(self, stage: str) -> bool:
         """Whether ``stage`` has at least one finished checkpoint."""

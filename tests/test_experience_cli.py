@@ -1,5 +1,7 @@
 """`ee-jax collect` and `ee-jax data show` from the shipped configs, as a user runs them."""
 
+import json
+
 import pytest
 
 from ee_jax.records.store import iter_records, load_manifest
@@ -80,3 +82,27 @@ def test_a_refused_command_leaves_the_run_record_byte_identical(tmp_path):
     ok = ee_jax("collect", "explore", *base, "seed=0")  # the same settings: nothing to redo, and recorded
     assert ok.returncode == 0 and os.path.getsize(run / "invocations.jsonl") > 0
     assert b"k: 2" in (run / "config.yaml").read_bytes()
+
+
+def test_a_garbled_sidecar_or_manifest_is_a_one_line_error_naming_the_file(tmp_path):
+    run = tmp_path / "run"
+    base = ["experience.tasks.train=4", "experience.tasks.valid=1", f"run_dir={run}", "--no-progress"]
+    assert ee_jax("collect", "expert", *base).returncode == 0
+    side = run / "data" / "expert_step-00000.arrayrecord.json"
+    good = side.read_bytes()
+    side.write_bytes(good[:26])  # truncated mid-write by something outside ee_jax
+    out = ee_jax("data", "stats", str(run))
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"ee-jax: error: {side}: not valid JSON (") and "rerun the stage" in line
+    side.write_bytes(good)
+    manifest = run / "data" / "manifest.json"
+    manifest.write_text('{"expert_step": ')
+    out = ee_jax("data", "stats", str(run))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"ee-jax: error: {manifest}: not valid JSON (Expecting value at line 1 column 17); delete it and rerun the "
+        "collection stage: its finished shards are kept and the manifest is written again"]
+    manifest.unlink()  # the remedy works: the shards are kept and the manifest is written again
+    again = ee_jax("collect", "expert", *base, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["expert"]["records"] > 0
+    assert json.loads(manifest.read_text())["expert_step"]["records"] > 0

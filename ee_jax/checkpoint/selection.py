@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from ee_jax.files import atomic_write_text
+from ee_jax.files import atomic_write_text, read_json
 
 SELECTION_FILE = "selection.json"
 
@@ -47,5 +47,4 @@ def selected_step(ckpt_dir: str) -> int | None:
     path = os.path.join(ckpt_dir, SELECTION_FILE)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return int(json.load(f)["step"])
+    return int(read_json(path, "delete it to use the newest checkpoint of the stage")["step"])

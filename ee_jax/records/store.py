@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ee_jax.files import atomic_write_text, fsync_dir
+from ee_jax.files import atomic_write_text, fsync_dir, read_json
 from ee_jax.parallel import host_barrier
 from ee_jax.records.schema import RecordError, validate
 from ee_jax.rundir import StageMismatchError, settings_diff
@@ -92,8 +92,8 @@ def finished_shards(data_dir: str, kind: str) -> dict[int, dict]:
         path = side[: -len(".json")]
         if not os.path.exists(path):
             continue
-        with open(side, encoding="utf-8") as f:
-            meta = json.load(f)
+        meta = read_json(side, f"delete it and {os.path.basename(path)}, then rerun the stage: collection is "
+                               "deterministic and writes that shard again")
         out[int(os.path.basename(path)[len(kind) + 1: -len(".arrayrecord")])] = meta
     return out
 
@@ -113,8 +113,8 @@ def load_manifest(data_dir: str) -> dict:
     path = os.path.join(data_dir, MANIFEST)
     if not os.path.exists(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(path, "delete it and rerun the collection stage: its finished shards are kept and the "
+                           "manifest is written again")
 
 
 def _add_counts(total: dict, part: dict) -> dict:
