@@ -106,3 +106,25 @@ def test_a_garbled_sidecar_or_manifest_is_a_one_line_error_naming_the_file(tmp_p
     again = ee_jax("collect", "expert", *base, "--json")
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["expert"]["records"] > 0
     assert json.loads(manifest.read_text())["expert_step"]["records"] > 0
+
+
+def test_a_truncated_shard_is_named_and_rerunning_the_stage_writes_it_again(tmp_path):
+    run = tmp_path / "run"
+    base = ["experience.tasks.train=4", "experience.tasks.valid=1", f"run_dir={run}", "--no-progress"]
+    assert ee_jax("collect", "expert", *base).returncode == 0
+    shard = run / "data" / "expert_step-00000.arrayrecord"
+    sidecar = json.loads((run / "data" / "expert_step-00000.arrayrecord.json").read_text())
+    records = shard.read_bytes()
+    assert sidecar["bytes"] == len(records)
+    shard.write_bytes(records[: len(records) // 2])
+    for args in (("data", "stats", str(run)), ("data", "show", str(run), "--objective", "il")):
+        out = ee_jax(*args)
+        assert out.returncode == 2, args
+        assert out.stderr.strip().splitlines() == [
+            f"ee-jax: error: {shard}: {len(records) // 2} bytes, but {len(records)} were written (truncated or "
+            "replaced); rerun `ee-jax collect expert` on this run: collection is deterministic and writes exactly "
+            "this shard again"], args
+    assert ee_jax("collect", "expert", *base).returncode == 0  # the remedy
+    assert shard.read_bytes() == records
+    again = json.loads((run / "data" / "expert_step-00000.arrayrecord.json").read_text())
+    assert again["sha256"] == sidecar["sha256"]

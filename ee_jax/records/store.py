@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ee_jax.files import atomic_write_text, fsync_dir, read_json
+from ee_jax.files import CorruptFileError, atomic_write_text, fsync_dir, read_json
 from ee_jax.parallel import host_barrier
 from ee_jax.records.schema import RecordError, validate
 from ee_jax.rundir import StageMismatchError, settings_diff
@@ -58,7 +58,8 @@ def write_shard(path: str, records: Sequence[dict], meta: dict) -> dict:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
-    sidecar = {**meta, "file": os.path.basename(path), "records": len(records), "sha256": digest.hexdigest()}
+    sidecar = {**meta, "file": os.path.basename(path), "records": len(records), "sha256": digest.hexdigest(),
+               "bytes": os.path.getsize(path)}
     atomic_write_text(path + ".json", json.dumps(sidecar, indent=1, sort_keys=True))
     return sidecar
 
@@ -69,11 +70,15 @@ def read_shard(path: str, kind: str | None = None) -> list[dict]:
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"shard {path} does not exist")
-    reader = ArrayRecordReader(path)
     try:
-        raw = reader.read_all()
-    finally:
-        reader.close()
+        reader = ArrayRecordReader(path)
+        try:
+            raw = reader.read_all()
+        finally:
+            reader.close()
+    except RuntimeError as e:  # array_record's reader on a damaged file
+        reason = str(e).strip().splitlines()[0][:200]
+        raise CorruptFileError(f"{path}: not a readable ArrayRecord shard ({reason}); {_rerun(kind or '')}") from None
     out = []
     for i, data in enumerate(raw):
         where = f"{path} record {i}"
@@ -85,15 +90,35 @@ def read_shard(path: str, kind: str | None = None) -> list[dict]:
     return out
 
 
-def finished_shards(data_dir: str, kind: str) -> dict[int, dict]:
-    """Sidecars of the finished shards of ``kind``, by shard index."""
+STAGE_OF_KIND = {"expert_step": "expert", "transition": "explore", "reflection": "reflect"}
+
+
+def _rerun(kind: str) -> str:
+    return (f"rerun `ee-jax collect {STAGE_OF_KIND.get(kind, 'STAGE')}` on this run: collection is deterministic and "
+            "writes exactly this shard again")
+
+
+def finished_shards(data_dir: str, kind: str, *, redo_damaged: bool = False) -> dict[int, dict]:
+    """Sidecars of the finished shards of ``kind``, by shard index.
+
+    A shard whose file does not have the size its sidecar recorded (truncated, replaced), or whose sidecar
+    is garbled, is a :class:`CorruptFileError` naming it and the recovery; ``redo_damaged`` (the collection
+    stage itself) leaves it out instead, so the stage writes it again."""
     out = {}
     for side in sorted(glob.glob(os.path.join(data_dir, f"{kind}-[0-9]*.arrayrecord.json"))):
         path = side[: -len(".json")]
         if not os.path.exists(path):
             continue
-        meta = read_json(side, f"delete it and {os.path.basename(path)}, then rerun the stage: collection is "
-                               "deterministic and writes that shard again")
+        try:
+            meta = read_json(side, _rerun(kind))
+            size = os.path.getsize(path)
+            if "bytes" in meta and size != meta["bytes"]:  # sidecars before 2026-12-08 did not record it
+                raise CorruptFileError(f"{path}: {size} bytes, but {meta['bytes']} were written (truncated or "
+                                       f"replaced); {_rerun(kind)}")
+        except CorruptFileError:
+            if redo_damaged:
+                continue
+            raise
         out[int(os.path.basename(path)[len(kind) + 1: -len(".arrayrecord")])] = meta
     return out
 
@@ -174,7 +199,7 @@ def run_sharded_stage(data_dir: str, kind: str, chunks: Sequence[Sequence[Any]],
 
     os.makedirs(data_dir, exist_ok=True)
     s_hash = settings_hash(settings)
-    done = finished_shards(data_dir, kind)
+    done = finished_shards(data_dir, kind, redo_damaged=True)  # a damaged shard is written again
     stale = {i: m for i, m in done.items() if m.get("settings_hash") != s_hash}
     old = load_manifest(data_dir).get(kind, {}).get("settings", {}) if stale else {}
     if stale and old and all(m.get("settings_hash") == settings_hash(old) for m in stale.values()) \
