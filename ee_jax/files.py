@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -21,12 +22,22 @@ def atomic_write_text(path: str, text: str | bytes) -> None:
     file); the folder is created if needed."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(text.encode("utf-8") if isinstance(text, str) else text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # disk full, a file-size limit, an interrupt: no partial file stays behind
+        remove_quietly(tmp)
+        raise
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def remove_quietly(path: str) -> None:
+    """Delete ``path`` if it exists (cleanup after a failed write; never raises)."""
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 class CorruptFileError(ValueError):

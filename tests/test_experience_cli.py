@@ -128,3 +128,32 @@ def test_a_truncated_shard_is_named_and_rerunning_the_stage_writes_it_again(tmp_
     assert shard.read_bytes() == records
     again = json.loads((run / "data" / "expert_step-00000.arrayrecord.json").read_text())
     assert again["sha256"] == sidecar["sha256"]
+
+
+def test_a_write_that_fails_midway_leaves_no_partial_file_and_a_clear_error(tmp_path):
+    """A file-size limit (``ulimit -f``) stops the first shard's write: one error line, no partial file; the
+    same command without the limit then writes the store a clean run writes."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from tests.test_envs_cli import ROOT
+
+    run = tmp_path / "run"
+    base = ["experience.tasks.train=16", "experience.tasks.valid=1", f"run_dir={run}", "--no-progress"]
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40960, 40960))  # config.yaml fits, a shard does not
+
+    out = subprocess.run([sys.executable, "-m", "ee_jax.cli.main", "collect", "expert", *base], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert out.returncode == 2, out.stderr[-2000:]
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"ee-jax: error: writing {run}/data/expert_step-00000.arrayrecord failed (")
+    assert "File too large" in line and "no partial file was kept" in line
+    assert os.listdir(run / "data") == []
+    done = ee_jax("collect", "expert", *base, "--json")
+    clean = ee_jax("collect", "expert", *base[:-2], f"run_dir={tmp_path / 'clean'}", "--no-progress", "--json")
+    assert json.loads(done.stdout.strip().splitlines()[-1])["expert"]["content_sha256"] == \
+        json.loads(clean.stdout.strip().splitlines()[-1])["expert"]["content_sha256"]

@@ -7,6 +7,7 @@ line of stdout. Config arguments are ``[CONFIG.yaml] [key=value ...]`` (dotted o
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -155,7 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         _show(e, debug)
         return 2
+    except OSError as e:
+        if e.errno not in WRITE_FAILURES:
+            raise
+        _show(OSError(f"writing {e.filename or 'a file'} failed ({e.strerror}); no partial file was kept: free "
+                      "space (or raise the file-size limit) and rerun the command, which resumes"), debug, cause=e)
+        return 2
     return 0
+
+
+# A write that failed for want of room (disk full, quota, a file-size limit) or in the storage (EIO).
+WRITE_FAILURES = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO)
 
 
 def _run(args) -> None:

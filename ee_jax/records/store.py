@@ -16,6 +16,7 @@ the unit itself, the result equals an uninterrupted run record for record. On mu
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -23,7 +24,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ee_jax.files import CorruptFileError, atomic_write_text, fsync_dir, read_json
+from ee_jax.files import CorruptFileError, atomic_write_text, fsync_dir, read_json, remove_quietly
 from ee_jax.parallel import host_barrier
 from ee_jax.records.schema import RecordError, validate
 from ee_jax.rundir import StageMismatchError, settings_diff
@@ -46,16 +47,23 @@ def write_shard(path: str, records: Sequence[dict], meta: dict) -> dict:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     digest = hashlib.sha256()
-    writer = ArrayRecordWriter(tmp, "group_size:1")  # group_size 1: cheap random access for grain
     try:
-        for rec in records:
-            data = json.dumps(rec, sort_keys=True, ensure_ascii=False).encode("utf-8")
-            digest.update(len(data).to_bytes(8, "little") + data)
-            writer.write(data)
-    finally:
-        writer.close()
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+        writer = ArrayRecordWriter(tmp, "group_size:1")  # group_size 1: cheap random access for grain
+        try:
+            for rec in records:
+                data = json.dumps(rec, sort_keys=True, ensure_ascii=False).encode("utf-8")
+                digest.update(len(data).to_bytes(8, "little") + data)
+                writer.write(data)
+        finally:
+            writer.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    except RuntimeError as e:  # array_record's writer failed (disk full, a file-size limit): an OSError here
+        remove_quietly(tmp)
+        raise OSError(errno.EIO, str(e).strip().splitlines()[0][:200], path) from None
+    except BaseException:  # an interrupt: no partial shard stays behind either
+        remove_quietly(tmp)
+        raise
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
     sidecar = {**meta, "file": os.path.basename(path), "records": len(records), "sha256": digest.hexdigest(),
