@@ -344,3 +344,20 @@ def test_cli_eval_json_end_to_end(tmp_path, capsys):
     rc, _, err = _cli(capsys, "eval", run_dir, "--stage", "init", "--split", "test,nope")
     assert rc == 2 and "unknown split 'nope'" in err
     assert np.isfinite(split["steps"])
+
+
+def test_eval_of_a_damaged_checkpoint_names_the_step(tmp_path, capsys):
+    import pathlib
+
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    _save_stage(run_dir, "il", seed=7)
+    step_dir = pathlib.Path(run_dir, "ckpt", "il", "0")
+    for p in step_dir.rglob("*"):
+        if p.is_file() and p.stat().st_size > 0:
+            p.write_bytes(b"\x00garbage")
+    rc, out, err = _cli(capsys, "eval", run_dir, "--stage", "il", "--split", "test", "--n", "1", "--no-progress")
+    assert rc == 2 and not out
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"ee-jax: error: {run_dir}/ckpt/il: checkpoint step 0 cannot be restored (")
+    assert line.endswith("it is damaged: train the stage again")

@@ -102,3 +102,31 @@ def test_signal_checkpoints_the_current_step_and_raises(tmp_path):
     resumed = Toy(tmp_path, losses, checkpoint_every=100)
     assert resumed.runner.resumed_from == 3 and resumed.run(every_eval=100)[0] == 10
     assert float(resumed.state["total"]) == 10.0
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, capsys):
+    losses = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    first = Toy(tmp_path, losses, stop_after=4, checkpoint_every=2, keep=3)
+    assert first.run(every_eval=100)[0] == 4  # the time box
+    ckpt = tmp_path / "ckpt" / "toy"
+    assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [2, 4]
+    damaged = [p for p in (ckpt / "4").rglob("*") if p.is_file() and p.stat().st_size > 0]
+    for p in damaged:  # a disk or copy fault: every file of step 4 garbled
+        p.write_bytes(b"\x00garbage" * 3)
+    again = Toy(tmp_path, losses, checkpoint_every=2, keep=3)
+    err = capsys.readouterr().err
+    assert again.runner.resumed_from == 2
+    assert f"{ckpt}: checkpoint step 4 is damaged (" in err and "resuming from step 2, the newest intact one" in err
+    assert float(again.state["total"]) == 1.0 + 2.0  # step 2's state
+    assert (tmp_path / "ckpt" / "toy.damaged" / "4").is_dir() and not (ckpt / "4").exists()
+    reached, _ = again.run(every_eval=100)
+    assert reached == 6 and float(again.state["total"]) == sum(losses)
+
+    for step in (2, 4, 6):  # nothing intact: the error names every checkpoint
+        for p in (ckpt / str(step)).rglob("*") if (ckpt / str(step)).exists() else []:
+            if p.is_file() and p.stat().st_size > 0:
+                p.write_bytes(b"\x00garbage")
+    from ee_jax.files import CorruptFileError
+
+    with pytest.raises(CorruptFileError, match=r"no checkpoint can be restored \(step 6: .*step 4: .*\); delete"):
+        Toy(tmp_path, losses, checkpoint_every=2, keep=3)

@@ -23,7 +23,8 @@ import jax
 
 from ee_jax.checkpoint import Checkpointer, import_safetensors
 from ee_jax.checkpoint.selection import selected_step
-from ee_jax.config import Config, load_config
+from ee_jax.config import Config, ConfigError, load_config
+from ee_jax.files import CorruptFileError
 from ee_jax.models.factory import abstract_model, init_params
 from ee_jax.models.hf_load import load_hf_params
 from ee_jax.models.lora import add_lora, has_adapters, merge_lora
@@ -160,8 +161,25 @@ def stage_weights(run_dir: str | None = None, *, cfg: Config | None = None, stag
     ckpt_dir = run.ckpt(stage)
     with Checkpointer(ckpt_dir, async_save=False) as ckpt:
         step = selected_step(ckpt_dir) or ckpt.latest_step()  # the stage's reported checkpoint
-        cfg = _stage_model(cfg, ckpt.saved_names(step), f"{ckpt_dir}@{step}")
-        graphdef, abs_params = abstract_model(cfg.model, mesh)
-        # only the parameters: optimizer moments (and an RL stage's reference / critic) stay on disk
-        restored = ckpt.restore_subtree(step, {"params": abs_params})
+        try:
+            cfg = _stage_model(cfg, ckpt.saved_names(step), f"{ckpt_dir}@{step}")
+            graphdef, abs_params = abstract_model(cfg.model, mesh)
+            # only the parameters: optimizer moments (and an RL stage's reference / critic) stay on disk
+            restored = ckpt.restore_subtree(step, {"params": abs_params})
+        except (ConfigError, ValueError) as e:
+            if not isinstance(e, ConfigError) and "shape" not in str(e).lower():
+                raise _damaged(ckpt, ckpt_dir, step, e) from None
+            raise
+        except Exception as e:  # orbax / tensorstore errors on damaged files have no common type
+            raise _damaged(ckpt, ckpt_dir, step, e) from None
     return StageWeights(cfg, graphdef, restored["params"], tok, mesh, f"checkpoint:{ckpt_dir}@{step}")
+
+
+def _damaged(ckpt, ckpt_dir: str, step: int, e: Exception) -> CorruptFileError:
+    others = [s for s in ckpt.all_steps() if s != step]
+    return CorruptFileError(
+        f"{ckpt_dir}: checkpoint step {step} cannot be restored ({type(e).__name__}: "
+        f"{str(e).strip().splitlines()[0][:300]}); it is damaged: train the stage again"
+        + (f" (other steps on disk: {others})" if others else ""))
+
+

@@ -335,6 +335,11 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._mngr.all_steps())
 
+    def reload(self) -> None:
+        """Re-read the checkpoint directory (after steps were moved in or out of it)."""
+        self.wait()
+        self._mngr.reload()
+
     def wait(self) -> None:
         """Block until all pending asynchronous saves are committed."""
         self._mngr.wait_until_finished()

@@ -224,6 +224,7 @@ def _run_rl(cfg: Config, runner: StageRunner, mesh, tok, init: str, data_dir: st
     models = _Models(cfg, mesh, params)
     if resumed_from is not None:
         restored, meta = runner.restore(models.abstract())
+        resumed_from = runner.resumed_from  # an older step when the newest checkpoint was damaged
         models.load(restored)
         source = meta.get("init_source", source)
         runner.history[:] = [h for h in meta.get("history", []) if h["step"] <= resumed_from]

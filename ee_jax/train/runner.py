@@ -20,6 +20,8 @@ step callback. :class:`StageRunner` owns everything around the callback, once:
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,6 +29,8 @@ import jax
 from tqdm.auto import tqdm
 
 from ee_jax.checkpoint import Checkpointer, selection
+from ee_jax.files import CorruptFileError
+from ee_jax.parallel import host_barrier
 from ee_jax.train.guard import StopSignals, TrainingInterrupted
 from ee_jax.train.metrics import MetricsWriter
 
@@ -118,11 +122,40 @@ class StageRunner:
         self.writer.close()
 
     def restore(self, target: dict, *, data_iterator=None) -> tuple[dict, dict]:
-        """Restore the newest checkpoint into ``target`` (and ``data_iterator``'s position); returns
-        ``(restored, metadata)`` and takes back the evaluations recorded with it."""
-        restored, meta = self.ckpt.restore(self.resumed_from, target=target, data_iterator=data_iterator)
-        self.evaluations = list(meta.get("evaluations", []))
-        return restored, meta
+        """Restore the newest intact checkpoint into ``target`` (and ``data_iterator``'s position); returns
+        ``(restored, metadata)`` and takes back the evaluations recorded with it.
+
+        A checkpoint that cannot be read (a truncated or garbled file) is moved aside to
+        ``ckpt/STAGE.damaged/STEP`` with a warning naming it and the older step resumed from instead
+        (:attr:`resumed_from` changes; ``train.keep_checkpoints`` keeps older ones for this). When no
+        checkpoint is intact the error names each one and what failed."""
+        failed: list[tuple[int, str]] = []
+        for step in sorted((s for s in self.ckpt.all_steps() if s <= self.resumed_from), reverse=True):
+            try:
+                restored, meta = self.ckpt.restore(step, target=target, data_iterator=data_iterator)
+            except Exception as e:  # orbax / tensorstore errors on damaged files have no common type
+                failed.append((step, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"))
+                continue
+            if failed:
+                self._set_aside([s for s, _ in failed])
+                print(f"warning: {self.ckpt_dir}: checkpoint step {failed[0][0]} is damaged ({failed[0][1]}); "
+                      f"moved to {self.ckpt_dir}.damaged/; resuming from step {step}, the newest intact one",
+                      file=sys.stderr, flush=True)
+                self.resumed_from, self._saved = step, {step}
+            self.evaluations = list(meta.get("evaluations", []))
+            return restored, meta
+        raise CorruptFileError(f"{self.ckpt_dir}: no checkpoint can be restored ("
+                               + "; ".join(f"step {s}: {err}" for s, err in failed)
+                               + f"); delete {self.ckpt_dir} to train the stage again")
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Move damaged step directories out of the checkpoint directory (process 0; every host waits)."""
+        if jax.process_index() == 0:
+            os.makedirs(f"{self.ckpt_dir}.damaged", exist_ok=True)
+            for step in steps:
+                os.replace(os.path.join(self.ckpt_dir, str(step)), os.path.join(f"{self.ckpt_dir}.damaged", str(step)))
+        host_barrier(f"set-aside-{self.ckpt_dir}", 600.0)
+        self.ckpt.reload()
 
     def metrics(self) -> dict[str, float]:
         """The newest step's host metrics (fetched and checked now if not yet)."""
