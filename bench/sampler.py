@@ -28,7 +28,7 @@ The last stdout line is one JSON object with every figure. What is measured, per
   (dequantised) weights. With ``llama-cpp-python`` installed and a GGUF source, a third column times
   llama.cpp on the original quantised file, batch 1 only (its Python API decodes one sequence): the
   same prompt, ``--new`` greedy tokens in a manual ``eval`` loop (the high-level API adds Python
-  overhead per token, ``shared/notes/small-lm.md``).
+  overhead per token).
 * ``tokens_match``: the fraction of rows whose greedy tokens are identical in both frameworks.
 * ``ratio``: ours / HF for each throughput. Every timed section reports the CPU used by *other*
   processes meanwhile (``idle_frac_others``: 1.0 = nobody else ran); before each one the script waits

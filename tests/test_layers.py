@@ -126,3 +126,21 @@ def test_no_package_or_test_file_is_git_ignored():
     out = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(paths), cwd=ROOT,
                          capture_output=True, text=True)
     assert out.stdout.split() == [], f"git ignores these source files: {out.stdout.split()}"
+
+
+def test_no_file_points_outside_the_repository_at_the_shared_notes():
+    """The repository stands alone: the team's shared notes are not part of it, so no source, doc or
+    config may send a reader there."""
+    needles = ("../" + "shared", "shared/" + "notes", "notes/" + "stack.md")
+    tops = ("ee_jax", "tests", "launch", "bench", "configs", "docs", ".ci")
+    files = [os.path.join(d, f) for top in tops for d, _, names in os.walk(os.path.join(ROOT, top))
+             if "__pycache__" not in d and os.sep + "results" not in d for f in names]
+    files += [os.path.join(ROOT, f) for f in ("README.md", "BENCHMARKS.md", "setup.py")]
+    hits = []
+    for path in files:
+        if not path.endswith((".py", ".md", ".yaml", ".sh", ".txt", ".toml", ".sbatch")) and "/.ci/" not in path:
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        hits += [f"{os.path.relpath(path, ROOT)}: {n}" for n in needles if n in text]
+    assert hits == []

@@ -1,7 +1,7 @@
 """SentencePiece backend: lossless BPE training for scratch models, and loading ``.model`` files.
 
-Training settings follow ``shared/notes/stack.md`` section 7: the default normaliser (NFKC, collapsing
-whitespace, dummy prefix) is lossy on code, so we use identity normalisation and keep whitespace, and
+Training settings: sentencepiece's default normaliser (NFKC, collapsing whitespace, dummy prefix) is lossy
+on code and on the environments' exact text, so we use identity normalisation and keep whitespace, and
 byte fallback so any text (emoji, unseen scripts) encodes without ``<unk>``.
 """
 
