@@ -102,12 +102,11 @@ def bench_jax(args, cfg, gdef, params, mesh, prompts) -> tuple[dict, list[list[i
     steps = -(-args.new // sampler.chunk) * sampler.chunk
     tokens, lengths = jnp.asarray(prompts), jnp.full((b,), p, jnp.int32)
 
-    with use_mesh(mesh):
-        layers = sampler._unstack(params)  # once per generate call (counted in t_generate, not here)
+    top, layers = sampler.inference_weights()  # the inference copy: once per policy version, not per call
 
     def prefill():
         with use_mesh(mesh):
-            jax.block_until_ready(sampler._prefill(params, layers, tokens, lengths, cache_len=p + steps))
+            jax.block_until_ready(sampler._prefill(top, layers, tokens, lengths, cache_len=p + steps))
 
     prefill()
     t_pre, sec_pre = _timed(prefill, args.prefill_repeats, args, f"jax prefill b={b}")
