@@ -81,7 +81,7 @@ def test_expert_from_jsonl(tmp_path):
     # a line that is not UTF-8 is a bad line like any other, named by its number and byte
     latin = tmp_path / "latin1.jsonl"
     latin.write_bytes((good[0] + "\n").encode() + b'{"task": "caf\xe9"}\n')
-    with pytest.raises(TrajectoryFileError, match=r"latin1.jsonl: 1 bad line.*\n  line 2: not UTF-8 text \(byte 0xe9"):
+    with pytest.raises(TrajectoryFileError, match=r"latin1.jsonl: 1 bad line\(s\): line 2: not UTF-8 text \(byte 0xe9"):
         collect_expert(cfg_for(tmp_path / "e", "experience.source=jsonl", f"experience.trajectories={latin}"),
                        progress=False)
 

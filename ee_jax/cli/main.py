@@ -76,8 +76,16 @@ def cmd_lm_sample(args) -> None:
     emit(args, "\n".join(f"{o['prompt']!r} -> {o['text']!r}" for o in out), {"samples": out})
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with ee-jax's one-line errors (exit 2), every subcommand included."""
+
+    def error(self, message: str):
+        self.exit(2, f"ee-jax: error: {self.prog.removeprefix('ee-jax').strip() or 'ee-jax'}: {message} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ee-jax", description="Early Experience for LLM agents, in JAX.")
+    p = _Parser(prog="ee-jax", description="Early Experience for LLM agents, in JAX.")
     p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--debug", action="store_true",
                    help="show the full traceback of an error (also EE_JAX_DEBUG=1)")

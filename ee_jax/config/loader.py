@@ -36,7 +36,7 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{p}: line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
                           "save the file as UTF-8") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        raise ConfigError(f"{p}: not valid YAML{_yaml_where(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of config sections at top level, got {type(data).__name__}")
     data.pop("_run", None)  # provenance written by save_config, not configuration
@@ -46,6 +46,14 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         base_path = base if Path(base).is_absolute() else p.parent / base
         merged = _deep_merge(merged, _read_yaml(base_path if Path(base_path).exists() else base))
     return _deep_merge(merged, data)
+
+
+def _yaml_where(e: yaml.YAMLError) -> str:
+    """`` at line L column C: what`` of a YAML error, on one line."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    context = getattr(e, "context", None)
+    return f"{where}: {problem}" + (f" ({context})" if context else "")
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

@@ -116,10 +116,10 @@ def read_trajectories(path: str, env: Env, *, on_bad_line: str = "fail") -> tupl
             out.append(traj)
     errors = [b for b in bad if not b.get("duplicate")]
     if errors and on_bad_line == "fail":
-        listed = "\n".join(f"  line {b['line']}: {b['error']}" for b in errors[:20])
-        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise TrajectoryFileError(f"{path}: {len(errors)} bad line(s) (experience.on_bad_line=skip skips "
-                                  f"them):\n{listed}{more}")
+        listed = "; ".join(f"line {b['line']}: {b['error']}" for b in errors[:5])
+        more = f"; ... and {len(errors) - 5} more" if len(errors) > 5 else ""
+        raise TrajectoryFileError(f"{path}: {len(errors)} bad line(s): {listed}{more} "
+                                  "(experience.on_bad_line=skip skips them)")
     if not out:
         raise TrajectoryFileError(f"{path}: no usable trajectories ({len(bad)} bad or duplicate lines)")
     return out, bad
