@@ -1,4 +1,5 @@
-"""Kill collection midway (SIGKILL, no clean-up), rerun, and compare with an uninterrupted run."""
+"""Kill collection midway (SIGKILL, no clean-up) in each stage (expert, explore, reflect), rerun, and compare
+with an uninterrupted run."""
 
 import os
 import signal
@@ -45,6 +46,9 @@ def test_interrupted_collection_resumes_record_for_record(tmp_path):
     assert len(finished_shards(str(run / "data"), "transition")) < n_shards
     manifest = load_manifest(str(run / "data"))
     assert "expert_step" in manifest and "transition" not in manifest and "reflection" not in manifest
+    _collect_until(run, "reflection-00002.arrayrecord.json")  # and once more, during the reflections
+    assert len(finished_shards(str(run / "data"), "reflection")) < n_shards
+    assert "reflection" not in load_manifest(str(run / "data"))
 
     done = subprocess.run([sys.executable, "-m", "ee_jax.cli.main", "collect", "all", f"run_dir={run}", *ARGS,
                            "--no-progress", "--json"], capture_output=True, text=True, timeout=300)
