@@ -94,7 +94,7 @@ def test_a_garbled_sidecar_or_manifest_is_a_one_line_error_naming_the_file(tmp_p
     out = ee_jax("data", "stats", str(run))
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
-    assert line.startswith(f"ee-jax: error: {side}: not valid JSON (") and "rerun the stage" in line
+    assert line.startswith(f"ee-jax: error: {side}: not valid JSON (") and "rerun `ee-jax collect expert`" in line
     side.write_bytes(good)
     manifest = run / "data" / "manifest.json"
     manifest.write_text('{"expert_step": ')

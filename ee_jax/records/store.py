@@ -87,6 +87,15 @@ def read_shard(path: str, kind: str | None = None) -> list[dict]:
     except RuntimeError as e:  # array_record's reader on a damaged file
         reason = str(e).strip().splitlines()[0][:200]
         raise CorruptFileError(f"{path}: not a readable ArrayRecord shard ({reason}); {_rerun(kind or '')}") from None
+    if os.path.exists(path + ".json"):  # what was written: the records' count and content hash
+        side = read_json(path + ".json", _rerun(kind or ""))
+        digest = hashlib.sha256()
+        for data in raw:
+            digest.update(len(data).to_bytes(8, "little") + data)
+        if len(raw) != side.get("records", len(raw)) or side.get("sha256", digest.hexdigest()) != digest.hexdigest():
+            raise CorruptFileError(f"{path}: its records are not those written ({len(raw)} records, content hash "
+                                   f"{digest.hexdigest()[:12]}; its sidecar recorded {side.get('records')} and "
+                                   f"{str(side.get('sha256'))[:12]}); {_rerun(kind or '')}")
     out = []
     for i, data in enumerate(raw):
         where = f"{path} record {i}"
