@@ -28,26 +28,21 @@ def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
     return path, overrides
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (a count), else a usage error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive count")
-    return value
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} {what}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0 (an index or offset)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; expected 0 or more")
-    return value
+positive_int = _int_at_least(1, "is not a positive count")  # an argparse type for counts
+non_negative_int = _int_at_least(0, "is negative; expected 0 or more")  # for indices and offsets
 
 
 def emit(args, human: str, payload: dict) -> None:
