@@ -130,7 +130,9 @@ class _Models:
                                                              self.take({k: data[k] for k in CRITIC_KEYS}, idx))
                 out.update({("value_tokens" if k == "tokens" else k): v for k, v in sums.items()},
                            critic_grad_norm=norm)
-        return out
+        # One wait per optimizer update (none per micro-batch): XLA:CPU deadlocks when two programs with
+        # collectives over the same devices are in flight at once (seen with 8 simulated devices).
+        return jax.block_until_ready(out)
 
     def as_dict(self) -> dict:
         d = self.state.as_dict()
@@ -168,7 +170,9 @@ def _forward_rows(fn, params, arrays: dict, rows: int, mesh, keys=("inputs", "ta
     """Apply a jitted row function ``rows`` packed rows at a time; the outputs are concatenated on the
     device (old / reference log-probs never visit the host)."""
     n = arrays["inputs"].shape[0]
-    outs = [fn(params, device_batch({k: arrays[k][s:s + rows] for k in keys}, mesh)) for s in range(0, n, rows)]
+    # each block finished before the next is dispatched: no two collective programs in flight (see update)
+    outs = [jax.block_until_ready(fn(params, device_batch({k: arrays[k][s:s + rows] for k in keys}, mesh)))
+            for s in range(0, n, rows)]
     with use_mesh(mesh):
         if isinstance(outs[0], tuple):
             return tuple(jnp.concatenate([o[i] for o in outs]) for i in range(len(outs[0])))
@@ -302,9 +306,10 @@ def _rl_step(cfg: Config, models: _Models, policy, sampler, tasks, anchors, step
         data["old_values"] = values
     with use_mesh(mesh):
         smask, weights = data["sampler_mask"], data["weights"]
-        on_device = {"logprob_mismatch": jnp.sum(jnp.abs(old_lp - data["sampler_logprobs"]) * smask)
-                     / jnp.maximum(smask.sum(), 1.0),
-                     "rollout_entropy": jnp.sum(entropy * weights) / jnp.maximum(weights.sum(), 1.0)}
+        on_device = jax.block_until_ready({
+            "logprob_mismatch": jnp.sum(jnp.abs(old_lp - data["sampler_logprobs"]) * smask)
+            / jnp.maximum(smask.sum(), 1.0),
+            "rollout_entropy": jnp.sum(entropy * weights) / jnp.maximum(weights.sum(), 1.0)})
     sums: dict = {}
     rng = np.random.default_rng(unit_seed(cfg.seed, "rl-minibatches", step))
     n_updates = 0
