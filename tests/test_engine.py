@@ -117,14 +117,14 @@ def test_bad_turns_are_clear_errors(model):
 
 
 def test_scanned_layers_decode_equals_the_unrolled_loop():
-    """``model.scan_layers``: the sampler and the engine scan the (stacked) layers, a KV cache with a leading
+    """``sampler.scan_layers``: the sampler and the engine scan the (stacked) layers, a KV cache with a leading
     layer axis; a local/global window pattern whose depth is not a whole number of periods (3 layers, period
     2) takes the scanned group and the unrolled remainder. Tokens equal the unrolled loop's."""
     base = dataclasses.replace(CFG, num_layers=3, sliding_window=8, global_every=2)
-    scanned = dataclasses.replace(base, scan_layers=True)
     mesh = single_device_mesh()
-    gdef, params = init_params(scanned, mesh, seed=0)
-    loop, scan = Sampler(gdef, params, base, mesh, Chars()), Sampler(gdef, params, scanned, mesh, Chars())
+    gdef, params = init_params(base, mesh, seed=0)
+    loop = Sampler(gdef, params, base, mesh, Chars())
+    scan = Sampler(gdef, params, base, mesh, Chars(), SamplerConfig(scan_layers=True))
     assert scan.scan and not loop.scan
     k, _ = scan.empty_cache(2, 16)
     assert k.shape == (3, 2, CFG.num_kv_heads, 16, CFG.d_model // CFG.num_heads)

@@ -21,9 +21,11 @@ def v5e_plan():
     from ee_jax.config import load_config
     from ee_jax.plan import make_plan
 
-    # scanned layers, as the accelerator presets run them (training forward, RL update and the rollout engine)
+    # scanned layers: the training forward and RL update as the accelerator presets run them, and the
+    # rollout engine's scanned decode (sampler.scan_layers)
     cfg = load_config(None, TINY + FSDP + ["rl.micro_rows=4", "rl.tasks_per_step=2", "rl.group_size=4",
-                                           "rl.max_new_tokens=16", "model.scan_layers=true"])
+                                           "rl.max_new_tokens=16", "model.scan_layers=true",
+                                           "sampler.scan_layers=true"])
     return make_plan(cfg, "v5e:2x2")
 
 

@@ -138,6 +138,10 @@ class SamplerConfig:
     # The inference copy's weight dtype: "auto" casts every matrix to model.dtype (each layer casts it so on
     # use anyway, so outputs are bit-identical; bf16 models decode from half the bytes), or float32 | bfloat16.
     weights_dtype: str = "auto"
+    # Decode scanning the stacked layers (compile time of one window period whatever the depth) instead of
+    # unrolling them. Off by default: the scanned engine prefill keeps more copies of the KV cache
+    # (BENCHMARKS.md "Planning": ee-8b, 128 rows x 2048 on an H100: 131 GiB scanned, 45 GiB unrolled).
+    scan_layers: bool = False
 
 
 @dataclass

@@ -12,10 +12,11 @@ Generation runs the decoder layer by layer over *per-layer* parameters and KV ca
 and re-stacked the whole cache, a copy of both per token (BENCHMARKS.md, "Sampler (CPU)"). Prefill
 computes logits only at each prompt's last position.
 
-With ``model.scan_layers`` (the accelerator presets) decoding scans the layers instead, as the training
-forward does: the inference copy keeps the layer weights stacked and the KV cache is one ``(k, v)`` pair
-with a leading layer axis, so the compiled decode step holds one window period of layers whatever the
-depth (compile time of a 32-layer model stays that of one period). Outputs equal the unrolled loop's.
+With ``sampler.scan_layers`` decoding scans the layers instead: the inference copy keeps the layer weights
+stacked and the KV cache is one ``(k, v)`` pair with a leading layer axis, so the compiled decode step
+holds one window period of layers whatever the depth (compile time of a 32-layer model stays that of one
+period). Outputs equal the unrolled loop's. Off by default: the scan's inputs and outputs hold extra copies
+of the KV cache, which the unrolled loop does not (2.9x the engine prefill's memory for ee-8b).
 
 **The inference copy.** Decoding reads an inference copy of the weights, made once per policy version
 (when :attr:`Sampler.params` is set, e.g. after each RL update) rather than per call: the layer weights
@@ -140,7 +141,7 @@ class Sampler:
         self.graphdef, self.params, self.model_cfg = graphdef, params, model_cfg
         self.mesh, self.tokenizer, self.cfg, self.chunk = mesh, tokenizer, cfg or SamplerConfig(), chunk
         self.data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-        self.scan = bool(model_cfg.scan_layers)  # decode loops over layers as the model's training forward does
+        self.scan = bool(self.cfg.scan_layers)  # sampler.scan_layers: scan the stacked layers (off: unrolled)
         self._row_sharding = NamedSharding(mesh, logical_to_spec(("batch", "length")))
         self._layer_graphdef = nnx.split(nnx.merge(graphdef, params).layers)[0]
         self._prepare = jax.jit(self._prepare_fn)
