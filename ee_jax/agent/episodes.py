@@ -24,8 +24,8 @@ from tqdm import tqdm
 from ee_jax.config import Config
 from ee_jax.envs.base import Env, Task
 from ee_jax.envs.registry import make_env_from_config
-from ee_jax.models.engine import EngineStats, Turn, rollout_engine
-from ee_jax.parallel.distributed import allgather_json, host_share, splits_work
+from ee_jax.models.engine import EngineStats, Turn, episode_share, rollout_engine
+from ee_jax.parallel.distributed import allgather_json
 from ee_jax.records.prompts import parse_action
 from ee_jax.records.schema import State, Step
 from ee_jax.seeds import unit_seed
@@ -147,10 +147,10 @@ def run_episodes(policy, cfg: Config, split: str, *, n_tasks: int | None = None,
     try:
         tasks = envs[0].make_tasks(split, n_tasks, difficulty=eval_difficulty(cfg))
         order = [(i, s) for i in range(len(tasks)) for s in range(e.samples)]
-        split_hosts = splits_work(sampler.mesh)
-        if split_hosts:  # this host plays its share on its own devices; the episodes are gathered below
-            sampler.inference_weights()  # a collective on every host, even one with no episodes
-            order = [order[j] for j in host_share(len(order))]
+        share = episode_share(sampler, len(order))  # several hosts: this one's episodes, gathered below
+        split_hosts = share is not None
+        if split_hosts:
+            order = [order[j] for j in share]
         engine = rollout_engine(sampler, max(1, min(e.batch_size, len(order))))
         before = dataclasses.replace(engine.stats)
         bar = tqdm(total=len(order), desc=f"eval {cfg.env.name}/{split}", unit="ep", disable=not progress)

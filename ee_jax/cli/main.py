@@ -12,6 +12,8 @@ import os
 import sys
 import traceback
 
+import yaml
+
 from ee_jax import runtime
 from ee_jax.cli import collect, data, envs, models, plan, rl, serve, sweep, train
 from ee_jax.cli import eval as eval_cli
@@ -45,8 +47,6 @@ def cmd_info(args) -> None:
 
 
 def cmd_config_show(args) -> None:
-    import yaml
-
     path, overrides = split_config_args(args.config)
     data = config_to_dict(load_config(path, overrides))
     emit(args, yaml.safe_dump(data, sort_keys=False).rstrip(), data)

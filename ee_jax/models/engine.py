@@ -35,10 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ee_jax.models.sampler import Sample, Sampler, bucket, cache_constrain
-from ee_jax.parallel.distributed import to_host
+from ee_jax.parallel.distributed import host_share, splits_work, to_host
 from ee_jax.parallel.rules import use_mesh
 
-__all__ = ["EngineStats", "RolloutEngine", "Turn", "rollout_engine"]
+__all__ = ["EngineStats", "RolloutEngine", "Turn", "episode_share", "rollout_engine"]
 
 
 
@@ -273,6 +273,18 @@ class RolloutEngine:
         if nxt.session is not turn.session and nxt.session != turn.session:
             raise ValueError(f"on_reply returned a turn of session {nxt.session!r} for session {turn.session!r}")
         self._begin(r, nxt, self.cache_len - max_new, new=False)
+
+
+def episode_share(sampler: Sampler, n: int) -> list[int] | None:
+    """The indices of ``n`` episodes this process plays, or None when it plays them all.
+
+    Under ``jax.distributed`` with a sampler on this host's devices (``Policy.sampler()``), each host plays
+    every ``process_count``-th episode; the caller gathers the results. The sampler's weights are gathered
+    here first: a collective every host joins, also a host left with no episodes."""
+    if not splits_work(sampler.mesh):
+        return None
+    sampler.inference_weights()
+    return list(host_share(n))
 
 
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

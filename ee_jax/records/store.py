@@ -40,6 +40,11 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _digest_record(digest, data: bytes) -> None:
+    """Add one encoded record to a shard's content hash (length-prefixed, so boundaries count)."""
+    digest.update(len(data).to_bytes(8, "little") + data)
+
+
 def write_shard(path: str, records: Sequence[dict], meta: dict) -> dict:
     """Write ``records`` to ``path`` atomically, then its sidecar ``path.json``; returns the sidecar."""
     from array_record.python.array_record_module import ArrayRecordWriter
@@ -52,7 +57,7 @@ def write_shard(path: str, records: Sequence[dict], meta: dict) -> dict:
         try:
             for rec in records:
                 data = json.dumps(rec, sort_keys=True, ensure_ascii=False).encode("utf-8")
-                digest.update(len(data).to_bytes(8, "little") + data)
+                _digest_record(digest, data)
                 writer.write(data)
         finally:
             writer.close()
@@ -91,7 +96,7 @@ def read_shard(path: str, kind: str | None = None) -> list[dict]:
         side = read_json(path + ".json", _rerun(kind or ""))
         digest = hashlib.sha256()
         for data in raw:
-            digest.update(len(data).to_bytes(8, "little") + data)
+            _digest_record(digest, data)
         if len(raw) != side.get("records", len(raw)) or side.get("sha256", digest.hexdigest()) != digest.hexdigest():
             raise CorruptFileError(f"{path}: its records are not those written ({len(raw)} records, content hash "
                                    f"{digest.hexdigest()[:12]}; its sidecar recorded {side.get('records')} and "

@@ -33,7 +33,7 @@ from ee_jax.config import Config
 from ee_jax.envs.base import Task
 from ee_jax.envs.registry import make_env_from_config
 from ee_jax.models import engine
-from ee_jax.parallel.distributed import allgather_json, host_share, splits_work
+from ee_jax.parallel.distributed import allgather_json
 from ee_jax.records.prompts import action_target
 from ee_jax.records.schema import Step
 from ee_jax.seeds import unit_seed
@@ -161,11 +161,9 @@ def collect_rollouts(policy, sampler, cfg: Config, *, tasks: list[Task] | None =
     make_env = make_env or (lambda: make_env_from_config(with_turn_limit(cfg)))
     starts: list[tuple] = [(t, f"task:{t.id}", m, None) for t in (tasks or []) for m in range(group_size)]
     starts += [(b.task, b.group, b.member, b) for b in (branches or [])]
-    mine = list(range(len(starts)))
-    split_hosts = splits_work(sampler.mesh)
-    if split_hosts:  # this host plays its share on its own devices; the rollouts are gathered below
-        sampler.inference_weights()  # a collective on every host, even one with no episodes
-        mine = list(host_share(len(starts)))
+    share = engine.episode_share(sampler, len(starts))  # several hosts: this one's episodes, gathered below
+    split_hosts = share is not None
+    mine = share if split_hosts else list(range(len(starts)))
     free, envs, done = [], [], {}
     bar = tqdm(total=len(mine), desc="rollouts", unit="ep", disable=not progress)
 
